@@ -1,0 +1,1 @@
+"""Datasets, the synthetic benchmark, transforms and the Lightning data module."""

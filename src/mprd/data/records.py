@@ -1,0 +1,65 @@
+"""The record type every dataset parser returns, and the dataset error.
+
+Every parser (Market-1501, DukeMTMC-reID, MSMT17, CUHK03-NP, synthetic) yields `ReIDData`, so the
+rest of the suite never sees a dataset's file naming.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class DatasetError(ValueError):
+    """Bad dataset input; the message names the path or setting and says what was expected."""
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image. `index` is its position in its split (for train: the memory slot)."""
+
+    path: str
+    pid: int
+    camid: int  # 0-based
+    index: int
+
+
+@dataclass
+class ReIDData:
+    """Train / query / gallery splits of one dataset.
+
+    `camstyle[i]` lists CamStyle renders of train image i (other cameras' styles); empty when absent.
+    Train pids are the dataset's own ids (not relabelled): only `super`, the meta identities, UGA's
+    within-camera grouping and diagnostics may read them.
+    """
+
+    name: str
+    root: str
+    train: list[ImageRecord]
+    query: list[ImageRecord]
+    gallery: list[ImageRecord]
+    camstyle: dict[int, list[str]] = field(default_factory=dict)
+
+    def statistics(self) -> dict[str, dict[str, int]]:
+        """Images / identities / cameras per split (pid 0 and -1 count as identities in the gallery)."""
+
+        def stats(records: list[ImageRecord]) -> dict[str, int]:
+            return {
+                "images": len(records),
+                "ids": len({r.pid for r in records}),
+                "cameras": len({r.camid for r in records}),
+            }
+
+        return {
+            "train": stats(self.train),
+            "query": stats(self.query),
+            "gallery": stats(self.gallery),
+            "camstyle": {"images": sum(len(v) for v in self.camstyle.values()), "ids": 0, "cameras": 0},
+        }
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train)
+
+    @property
+    def num_cameras(self) -> int:
+        return len({r.camid for r in self.train + self.query + self.gallery})

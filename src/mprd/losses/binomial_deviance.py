@@ -1,0 +1,55 @@
+"""Binomial-deviance loss against the memory (MPRD Eq. 2, corrected bracketing) with hard negatives (Eq. 3)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mprd.pseudo_labels.positive_sets import PositiveSets
+
+
+def num_hard_negatives(num_slots: int, positive_sizes: Tensor, ratio: float = 0.01) -> Tensor:
+    """r_i = max(1, ⌊ratio · (N − |P_i|)⌋) (MPRD spec ambiguity 4, MLCR's definition)."""
+    return torch.clamp(torch.floor(ratio * (num_slots - positive_sizes).double()).long(), min=1)
+
+
+def hard_negative_mask(scores: Tensor, positive_mask: Tensor, r: Tensor) -> Tensor:
+    """Eq. 3: N*_i = the r_i non-positive slots most similar to the current feature (B x N bool)."""
+    ranked = scores.detach().masked_fill(positive_mask, float("-inf"))
+    r_max = int(r.max())
+    top = torch.topk(ranked, r_max, dim=1).indices
+    keep = torch.arange(r_max, device=scores.device).unsqueeze(0) < r.to(scores.device).unsqueeze(1)
+    mask = torch.zeros_like(positive_mask)
+    rows = torch.arange(scores.shape[0], device=scores.device).unsqueeze(1).expand_as(top)
+    mask[rows[keep], top[keep]] = True
+    return mask
+
+
+def binomial_deviance_loss(
+    features: Tensor,
+    memory: Tensor,
+    batch_index: Tensor,
+    positives: PositiveSets,
+    *,
+    delta: float = 5.0,
+    alpha: float = 4.0,
+    margin_pos: float = 0.2,
+    margin_neg: float = 0.2,
+    neg_ratio: float = 0.01,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Eq. 2: 1/n Σ_i [ δ/|P_i| Σ_{P_i} ζ(α(λ1 − s_ij)) + 1/|N*_i| Σ_{N*_i} ζ(α(s_ij − λ2)) ], ζ = softplus.
+
+    `features` (B x d) are the L2-normalised current features (with grad); `memory` (N x d) is M̃
+    (no grad). Returns the loss and its two terms (batch means) for logging.
+    """
+    memory = memory.detach()
+    scores = features @ memory.T  # s_ij = <F̃(x_i), M̃[j]>
+    pos_mask = positives.batch_mask(batch_index, memory.shape[0], device=scores.device)
+    pos_size = pos_mask.sum(1)
+    r = num_hard_negatives(memory.shape[0], pos_size, neg_ratio)
+    neg_mask = hard_negative_mask(scores, pos_mask, r)
+    pos_term = (F.softplus(alpha * (margin_pos - scores)) * pos_mask).sum(1) / pos_size.clamp(min=1)
+    neg_term = (F.softplus(alpha * (scores - margin_neg)) * neg_mask).sum(1) / neg_mask.sum(1).clamp(min=1)
+    loss = (delta * pos_term + neg_term).mean()
+    return loss, {"loss_pos": pos_term.mean().detach(), "loss_neg": neg_term.mean().detach()}

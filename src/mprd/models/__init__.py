@@ -1,0 +1,1 @@
+"""Backbones, the CNN and GCN LightningModules."""

@@ -1,0 +1,235 @@
+"""The CNN side of MPRD (§3.1, §4.1) as a LightningModule: backbone → memory (Eq. 1) → BD loss (Eqs. 2-3).
+
+The pseudo-label generator is pluggable (single / super / knn / ss / mplp / mprd's GCN). Positive sets
+are refreshed at epoch starts on rank 0 and broadcast (spec ambiguity 22: per-epoch refresh; Algorithm 1
+refreshes per image, per-epoch is the cheaper approximation, recorded in docs/decisions-mprd.md).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mprd.evaluation import evaluate
+from mprd.losses.binomial_deviance import binomial_deviance_loss
+from mprd.memory import FeatureMemory, gamma_schedule
+from mprd.pseudo_labels.base import PseudoLabelGenerator
+from mprd.pseudo_labels.positive_sets import PositiveSets
+
+
+@dataclass
+class LossConfig:
+    delta: float = 5.0
+    alpha: float = 4.0
+    margin_pos: float = 0.2
+    margin_neg: float = 0.2
+    neg_ratio: float = 0.01
+
+
+@dataclass
+class OptimConfig:
+    lr_backbone: float = 0.01
+    lr_new: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    milestones: list[int] = field(default_factory=lambda: [20])
+    lr_gamma: float = 0.1
+
+
+@dataclass
+class LabelConfig:
+    start_epoch: int = 0  # epochs before this use P_i = {i}
+    refresh_every: int = 1  # epochs between refreshes
+    memory_gamma_start: float = 1.0
+    memory_gamma_end: float = 0.5
+
+
+class CNNModule(L.LightningModule):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_train: int,
+        generator: PseudoLabelGenerator,
+        *,
+        max_epochs: int,
+        loss: dict | LossConfig | None = None,
+        optim: dict | OptimConfig | None = None,
+        labels: dict | LabelConfig | None = None,
+        diagnostic_labels: Tensor | None = None,
+        eval_metric: str = "cosine",
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.memory = FeatureMemory(num_train, backbone.out_dim)
+        self.generator = generator
+        self.max_epochs = max_epochs
+        self.loss_cfg = _as(LossConfig, loss)
+        self.optim_cfg = _as(OptimConfig, optim)
+        self.label_cfg = _as(LabelConfig, labels)
+        self.eval_metric = eval_metric
+        # hidden ground truth, for the pseudo-label precision/recall diagnostic only; never used in a loss
+        self._diagnostic_labels = None if diagnostic_labels is None else torch.as_tensor(diagnostic_labels).long()
+        self.positives = PositiveSets.singletons(num_train)
+        self.gamma = gamma_schedule(0, max_epochs, self.label_cfg.memory_gamma_start, self.label_cfg.memory_gamma_end)
+        self._val_feats: dict[int, list[Tensor]] = {}
+        self._epoch_t0 = 0.0
+        self._epoch_images = 0
+        self.history: list[dict[str, float]] = []
+
+    # ------------------------------------------------------------------------------------------ setup
+    def on_fit_start(self) -> None:
+        if not bool(self.memory.initialised):
+            self.memory.initialise(self.extract_train_features(normalise_with="train"))
+
+    @torch.no_grad()
+    def extract_train_features(self, normalise_with: str = "train") -> Tensor:
+        """Forward pass over the whole training set (test transform) → N x d, L2-normalised training feature."""
+        dm = self.trainer.datamodule
+        was_training = self.training
+        self.eval()
+        feats = torch.zeros(self.memory.num_slots, self.backbone.out_dim, device=self.device)
+        for batch in _progress(dm.feature_dataloader("train"), "memory init", self):
+            x = batch["image"].to(self.device)
+            feats[batch["index"].to(self.device)] = F.normalize(self.backbone(x), dim=1)
+        self.train(was_training)
+        return feats
+
+    # ----------------------------------------------------------------------------------- pseudo labels
+    def on_train_epoch_start(self) -> None:
+        epoch = self.current_epoch
+        self.gamma = gamma_schedule(
+            epoch, self.max_epochs, self.label_cfg.memory_gamma_start, self.label_cfg.memory_gamma_end
+        )
+        cfg = self.label_cfg
+        due = epoch >= cfg.start_epoch and (epoch - cfg.start_epoch) % max(cfg.refresh_every, 1) == 0
+        if due:
+            t0 = time.perf_counter()
+            positives = None
+            if self.trainer.is_global_zero:
+                positives = self.generator.refresh(self.memory.features, epoch=epoch, module=self)
+            positives = self.trainer.strategy.broadcast(positives, src=0)
+            self.positives = positives
+            self.log("time/refresh_s", time.perf_counter() - t0, on_epoch=True, on_step=False)
+        self._log_label_statistics()
+        self._epoch_t0 = time.perf_counter()
+        self._epoch_images = 0
+
+    def _log_label_statistics(self) -> None:
+        sizes = self.positives.sizes.float()
+        stats = {"labels/P_mean": sizes.mean().item(), "labels/P_median": sizes.median().item(), "gamma": self.gamma}
+        if self._diagnostic_labels is not None:
+            precision, recall = self.positives.pair_precision_recall(self._diagnostic_labels)
+            stats.update({"labels/pair_precision": precision, "labels/pair_recall": recall})
+        for key, value in stats.items():
+            self.log(key, value, on_epoch=True, on_step=False)
+
+    # --------------------------------------------------------------------------------------- training
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        x, index = batch["image"], batch["index"]
+        feats = F.normalize(self.backbone(x), dim=1)
+        # Eq. 1 before the loss (§4.1 steps 1-3); all ranks write all ranks' batches (DDP-ready)
+        all_index, all_feats = index, feats.detach()
+        if self.trainer.world_size > 1:
+            all_index = self.all_gather(index).reshape(-1)
+            all_feats = self.all_gather(feats.detach()).reshape(-1, feats.shape[1])
+        self.memory.update(all_index, all_feats, self.gamma)
+        loss, terms = binomial_deviance_loss(
+            feats,
+            self.memory.features,
+            index,
+            self.positives,
+            delta=self.loss_cfg.delta,
+            alpha=self.loss_cfg.alpha,
+            margin_pos=self.loss_cfg.margin_pos,
+            margin_neg=self.loss_cfg.margin_neg,
+            neg_ratio=self.loss_cfg.neg_ratio,
+        )
+        self._epoch_images += x.shape[0]
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        for key, value in terms.items():
+            self.log(f"train/{key}", value, on_step=False, on_epoch=True)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        elapsed = time.perf_counter() - self._epoch_t0
+        self.log("time/epoch_s", elapsed, on_epoch=True, on_step=False)
+        self.log("time/images_per_s", self._epoch_images / max(elapsed, 1e-9), on_epoch=True, on_step=False)
+        for i, group in enumerate(self.optimizers().param_groups):
+            self.log(f"lr/group{i}", group["lr"], on_epoch=True, on_step=False)
+
+    # ------------------------------------------------------------------------------------- evaluation
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        feats = self.backbone.extract(batch["image"])
+        self._val_feats.setdefault(dataloader_idx, []).append(torch.cat([batch["index"].unsqueeze(1).to(feats), feats], 1))
+
+    def on_validation_epoch_end(self) -> None:
+        if len(self._val_feats) < 2:
+            self._val_feats = {}
+            return
+        dm = self.trainer.datamodule
+        q, g = (self._ordered(self._val_feats[i]) for i in (0, 1))
+        self._val_feats = {}
+        meta = lambda recs: (torch.tensor([r.pid for r in recs]), torch.tensor([r.camid for r in recs]))  # noqa: E731
+        (qp, qc), (gp, gc) = meta(dm.data.query), meta(dm.data.gallery)
+        metrics = evaluate(q, g, qp, qc, gp, gc, metric=self.eval_metric).as_dict(percent=True)
+        for key, value in metrics.items():
+            self.log(f"eval/{key}", float(value), on_epoch=True, prog_bar=key in ("rank1", "mAP"))
+        record = {"epoch": min(self.current_epoch + 1, self.max_epochs), **{k: float(v) for k, v in metrics.items()}}
+        self.history.append(record)
+
+    @staticmethod
+    def _ordered(chunks: list[Tensor]) -> Tensor:
+        rows = torch.cat(chunks)
+        order = torch.argsort(rows[:, 0])
+        return rows[order, 1:]
+
+    # ------------------------------------------------------------------------------------- optimiser
+    def configure_optimizers(self) -> Any:
+        cfg = self.optim_cfg
+        groups = self.backbone.param_groups(cfg.lr_backbone, cfg.lr_new)
+        optimizer = torch.optim.SGD(
+            groups, lr=cfg.lr_backbone, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov
+        )
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(cfg.milestones), gamma=cfg.lr_gamma)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    # ------------------------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["pseudo_labels"] = {"positives": self.positives.to_state(), "history": list(self.history)}
+        if hasattr(self.generator, "state_dict"):
+            checkpoint["pseudo_labels"]["generator"] = self.generator.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("pseudo_labels")
+        if state is None:
+            return
+        self.positives = PositiveSets.from_state(state["positives"])
+        self.history = list(state.get("history", []))
+        if "generator" in state and hasattr(self.generator, "load_state_dict"):
+            self.generator.load_state_dict(state["generator"])
+
+
+def _as(cls: type, value: Any) -> Any:
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    return cls(**dict(value))
+
+
+def _progress(iterable: Any, desc: str, module: L.LightningModule) -> Any:
+    """A tqdm bar on rank 0 when a progress bar is enabled (feature extraction is otherwise silent)."""
+    trainer = getattr(module, "_trainer", None)
+    show = trainer is not None and trainer.is_global_zero and trainer.progress_bar_callback is not None
+    if not show:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True)
