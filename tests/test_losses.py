@@ -65,3 +65,14 @@ def test_bd_gradient_flows_only_into_features():
 def test_num_hard_negatives():
     assert num_hard_negatives(12936, torch.tensor([1, 29]), 0.01).tolist() == [129, 129]
     assert num_hard_negatives(10, torch.tensor([9]), 0.01).tolist() == [1]
+    assert num_hard_negatives(10, torch.tensor([10]), 0.01).tolist() == [0]  # every slot positive
+
+
+def test_bd_without_negatives_has_no_negative_term():
+    memory = F.normalize(torch.randn(3, 4), dim=1)
+    pos = PositiveSets.from_labels(torch.zeros(3, dtype=torch.long))
+    feat = memory[:1].clone()
+    loss, terms = binomial_deviance_loss(feat, memory, torch.tensor([0]), pos, delta=1.0)
+    s = (feat @ memory.T)[0]
+    expected = sum(softplus(4 * (0.2 - float(v))) for v in s) / 3
+    assert abs(loss.item() - expected) < 1e-5 and terms["loss_neg"].item() == 0.0

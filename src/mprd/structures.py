@@ -101,7 +101,9 @@ class PairStructures:
 
 
 # ------------------------------------------------------------------------------------------------ checks
-def _check_inputs(neighbors: Tensor, left: Tensor, right: Tensor, topology: str, target_edge: str, max_label: int) -> None:
+def _check_inputs(
+    neighbors: Tensor, left: Tensor, right: Tensor, topology: str, target_edge: str, max_label: int
+) -> None:
     if topology not in TOPOLOGIES:
         raise ValueError(f"structures: topology={topology!r}; expected one of {TOPOLOGIES}")
     if target_edge not in TARGET_EDGES:
@@ -114,7 +116,9 @@ def _check_inputs(neighbors: Tensor, left: Tensor, right: Tensor, topology: str,
             f"got {neighbors.dtype} {tuple(neighbors.shape)}"
         )
     if left.dim() != 1 or right.shape != left.shape:
-        raise ValueError(f"structures: left/right must be 1-D of equal length, got {tuple(left.shape)}, {tuple(right.shape)}")
+        raise ValueError(
+            f"structures: left/right must be 1-D of equal length, got {tuple(left.shape)}, {tuple(right.shape)}"
+        )
     num = neighbors.shape[0]
     if left.numel():
         lo = min(int(left.min()), int(right.min()))
@@ -128,18 +132,31 @@ def _check_inputs(neighbors: Tensor, left: Tensor, right: Tensor, topology: str,
 
 
 # ------------------------------------------------------------------------------------------------ nodes
-def _merge_nodes(neighbors: Tensor, left: Tensor, right: Tensor) -> Tensor:
-    """Sorted unique ids of NN(i) ∪ NN(j) \\ {i, j} per pair, padded on the right with the sentinel N."""
+def _merge_nodes(neighbors: Tensor, left: Tensor, right: Tensor) -> tuple[Tensor, Tensor]:
+    """Dedup NN(i) ∪ NN(j) \\ {i, j} with one sort per pair.
+
+    Returns (rest, pos): rest (P, R) the sorted unique ids padded with the sentinel N; pos (P, 2W) the position
+    in the structure (i = 0, j = 1, rest = 2 + rank) of each entry of [NN(i) ‖ NN(j)], or n = 2 + R (a dummy
+    slot) for -1 padding.
+    """
     sentinel = neighbors.shape[0]
     cand = torch.cat([neighbors[left], neighbors[right]], dim=1)
+    num_pairs, width = cand.shape
     drop = (cand < 0) | (cand == left[:, None]) | (cand == right[:, None])
-    cand, _ = cand.masked_fill(drop, sentinel).sort(dim=1)
-    # after sorting, a duplicate equals its left neighbour; send it to the end with a second sort
-    dup = torch.zeros_like(drop)
-    dup[:, 1:] = cand[:, 1:] == cand[:, :-1]
-    cand, _ = cand.masked_fill(dup, sentinel).sort(dim=1)
-    width = int((cand < sentinel).sum(dim=1).max()) if cand.numel() else 0
-    return cand[:, :width].contiguous()
+    key, perm = cand.masked_fill(drop, sentinel).sort(dim=1)
+    valid = key < sentinel
+    first = valid.clone()
+    first[:, 1:] &= key[:, 1:] != key[:, :-1]  # first copy of each id in the sorted row
+    rank = first.long().cumsum(dim=1) - 1  # a duplicate shares the rank of its first copy
+    r = int(first.sum(dim=1).max()) if cand.numel() else 0
+    rest = torch.full((num_pairs, r + 1), sentinel, dtype=cand.dtype, device=cand.device)
+    rest.scatter_(1, torch.where(first, rank, r), key)  # column r absorbs non-first entries
+    n = 2 + r
+    pos_sorted = torch.where(valid, rank + 2, n)
+    pos = torch.empty_like(pos_sorted).scatter_(1, perm, pos_sorted)  # back to the order of cand
+    pos = torch.where(cand == left[:, None], 0, pos)
+    pos = torch.where(cand == right[:, None], 1, pos)
+    return rest[:, :r].contiguous(), pos
 
 
 def _positions(values: Tensor, rest: Tensor, left: Tensor, right: Tensor, dummy: int) -> Tensor:
@@ -149,32 +166,40 @@ def _positions(values: Tensor, rest: Tensor, left: Tensor, right: Tensor, dummy:
         idx = torch.searchsorted(rest, values.contiguous()).clamp_(max=rest.shape[1] - 1)
         found = rest.gather(1, idx) == values
         pos = torch.where(found, idx + 2, pos)
-    pos = torch.where(values == left[:, None], torch.zeros_like(pos), pos)
-    pos = torch.where(values == right[:, None], torch.ones_like(pos), pos)
-    return torch.where(values < 0, torch.full_like(pos, dummy), pos)
+    pos = torch.where(values == left[:, None], 0, pos)
+    pos = torch.where(values == right[:, None], 1, pos)
+    return torch.where(values < 0, dummy, pos)
 
 
 # ------------------------------------------------------------------------------------------------ edges
-def _adjacency(
-    neighbors: Tensor, left: Tensor, right: Tensor, node_ids: Tensor, rest: Tensor, topology: str, target_edge: str
-) -> Tensor:
-    """Boolean (P, n, n) adjacency (Eq. 4 or the induced variant), symmetric, zero diagonal."""
+def _pair_adjacency(pos: Tensor, n: int) -> Tensor:
+    """Eq. 4 double star: rows 0 (i) and 1 (j) from the positions of NN(i), NN(j); symmetric, bool (P, n, n)."""
+    num_pairs, width = pos.shape[0], pos.shape[1] // 2
+    rows = torch.zeros(num_pairs, 2, n + 1, dtype=torch.bool, device=pos.device)
+    rows[:, 0].scatter_(1, pos[:, :width], True)
+    rows[:, 1].scatter_(1, pos[:, width:], True)
+    rows = rows[:, :, :n]
+    adj = torch.zeros(num_pairs, n, n, dtype=torch.bool, device=pos.device)
+    adj[:, :2, :] = rows
+    adj[:, :, :2] |= rows.transpose(1, 2)
+    return adj
+
+
+def _induced_adjacency(neighbors: Tensor, left: Tensor, right: Tensor, node_ids: Tensor, rest: Tensor) -> Tensor:
+    """Every node linked to its own neighbours inside the structure; symmetric, bool (P, n, n)."""
     num_pairs, n = node_ids.shape
-    if topology == "pair":
-        rows_nbrs = torch.stack([neighbors[left], neighbors[right]], dim=1)  # (P, 2, W): rows of i and j
-    else:
-        rows_nbrs = neighbors[node_ids.clamp(min=0)]  # (P, n, W): rows of every node
-        rows_nbrs = rows_nbrs.masked_fill(node_ids[:, :, None] < 0, -1)
-    m, width = rows_nbrs.shape[1], rows_nbrs.shape[2]
-    # one extra "dummy" row/column absorbs every absent neighbour, then is cut off
-    cols = _positions(rows_nbrs.reshape(num_pairs, m * width), rest, left, right, n).reshape(num_pairs, m, width)
-    rows = torch.arange(m, device=node_ids.device).view(1, m, 1)
-    flat = (rows * (n + 1) + cols).reshape(num_pairs, m * width)
-    adj = torch.zeros(num_pairs, (n + 1) * (n + 1), dtype=torch.bool, device=node_ids.device)
-    adj.scatter_(1, flat, True)
-    adj = adj.view(num_pairs, n + 1, n + 1)[:, :n, :n]
-    adj = adj | adj.transpose(1, 2)
-    adj.diagonal(dim1=1, dim2=2).fill_(False)
+    rows_nbrs = neighbors[node_ids.clamp(min=0)].masked_fill(node_ids[:, :, None] < 0, -1)  # (P, n, W)
+    width = rows_nbrs.shape[2]
+    # one extra "dummy" column absorbs every absent neighbour, then is cut off
+    cols = _positions(rows_nbrs.reshape(num_pairs, n * width), rest, left, right, n).reshape(num_pairs, n, width)
+    adj = torch.zeros(num_pairs, n, n + 1, dtype=torch.bool, device=node_ids.device)
+    adj.scatter_(2, cols, True)
+    adj = adj[:, :, :n]
+    return adj | adj.transpose(1, 2)
+
+
+def _finish_adjacency(adj: Tensor, target_edge: str) -> Tensor:
+    adj.diagonal(dim1=1, dim2=2).fill_(False)  # a table row holding its own id must not add a self-loop
     if target_edge != "natural":
         value = target_edge == "always"
         adj[:, 0, 1] = value
@@ -232,12 +257,21 @@ def drnl_labels(adj: Tensor, mask: Tensor, max_label: int = 10) -> Tensor:
 def _build_chunk(
     neighbors: Tensor, left: Tensor, right: Tensor, topology: str, target_edge: str, max_label: int
 ) -> PairStructures:
-    rest = _merge_nodes(neighbors, left, right)
+    rest, pos = _merge_nodes(neighbors, left, right)
     rest_ids = rest.masked_fill(rest == neighbors.shape[0], -1)
     node_ids = torch.cat([left[:, None], right[:, None], rest_ids], dim=1)
     mask = node_ids >= 0
-    adj = _adjacency(neighbors, left, right, node_ids, rest, topology, target_edge)
-    drnl = drnl_labels(adj, mask, max_label)
+    if topology == "pair":
+        adj = _finish_adjacency(_pair_adjacency(pos, node_ids.shape[1]), target_edge)
+        # closed form of DRNL on a double star: with j removed, i reaches exactly NN(i) at distance 1 and no
+        # further (only endpoints have edges); so common neighbours get (1, 1) -> 2, all others are cut off -> 0
+        drnl = torch.zeros_like(node_ids)
+        drnl[:, 2:] = 2 * (adj[:, 0, 2:] & adj[:, 1, 2:]).long()
+        drnl[:, :2] = 1
+        drnl = drnl.clamp_(max=max_label)
+    else:
+        adj = _finish_adjacency(_induced_adjacency(neighbors, left, right, node_ids, rest), target_edge)
+        drnl = drnl_labels(adj, mask, max_label)
     return PairStructures(node_ids, mask, adj.to(torch.float32), drnl)
 
 

@@ -19,6 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("mprd.train")
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise
 
 
 def build_datamodule(cfg: DictConfig, mean: tuple[float, ...], std: tuple[float, ...]) -> L.LightningDataModule:
@@ -37,12 +38,27 @@ def build_datamodule(cfg: DictConfig, mean: tuple[float, ...], std: tuple[float,
         batch_size=d.batch_size,
         test_batch_size=d.test_batch_size,
         num_workers=d.num_workers,
-        camstyle=d.camstyle,
+        camstyle=resolve_camstyle(cfg),
         augment=OmegaConf.to_container(d.augment, resolve=True),
         perturb=OmegaConf.to_container(d.perturb, resolve=True),
         in_memory=d.in_memory,
         seed=cfg.seed,
     )
+
+
+def resolve_camstyle(cfg: DictConfig) -> bool:
+    """data.camstyle: true (required), false, or auto (used when the dataset has CamStyle images).
+
+    MPRD# (method.camstyle=false) removes CamStyle whatever the data config says.
+    """
+    if not cfg.method.get("camstyle", True):
+        return False
+    value = cfg.data.camstyle
+    if str(value).lower() != "auto":
+        return bool(value)
+    if cfg.dataset.name == "synthetic":
+        return True  # the generator always renders CamStyle copies
+    return (Path(str(cfg.dataset.root)) / "bounding_box_train_camstyle").is_dir()
 
 
 def build_loggers(cfg: DictConfig, output_dir: Path) -> list[Any]:
@@ -74,9 +90,10 @@ def build_method(cfg: DictConfig, datamodule: Any, backbone: torch.nn.Module) ->
     from mprd.pseudo_labels.base import build_generator
 
     train_labels = torch.tensor([r.pid for r in datamodule.data.train])
-    generator_kwargs = OmegaConf.to_container(cfg.method.get("generator") or {}, resolve=True)
+    gen_cfg = cfg.method.get("generator")
+    generator_kwargs = OmegaConf.to_container(gen_cfg, resolve=True) if gen_cfg is not None else {}
     name = cfg.method.name
-    if name in ("mprd",) or cfg.method.get("gcn") is not None:
+    if name.startswith("mprd"):
         from mprd.loop import build_mprd_generator
 
         generator = build_mprd_generator(cfg, datamodule, backbone)
@@ -92,6 +109,7 @@ def build_method(cfg: DictConfig, datamodule: Any, backbone: torch.nn.Module) ->
         labels=OmegaConf.to_container(cfg.method.labels, resolve=True),
         diagnostic_labels=train_labels,  # pseudo-label precision/recall only
         eval_metric=cfg.eval_metric,
+        seed=int(cfg.seed),
     )
 
 

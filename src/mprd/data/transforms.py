@@ -73,7 +73,8 @@ def _jitter_ranges(jitter: Sequence[float | Sequence[float]]) -> list[tuple[floa
         hue = k == 3
         if isinstance(value, (int, float)):
             if value < 0 or (hue and value > 0.5):
-                raise ValueError(f"jitter[{k}] = {value} out of range (expected >= 0{', <= 0.5 for hue' if hue else ''})")
+                limit = ", <= 0.5 for hue" if hue else ""
+                raise ValueError(f"jitter[{k}] = {value} out of range (expected >= 0{limit})")
             if value == 0:
                 out.append(None)
                 continue
@@ -215,18 +216,28 @@ def batch_geometric(
     (counter-clockwise, about the centre), up to rounding ties of the nearest-neighbour lookup.
     """
     b, c, h, w = images.shape
-    theta = angle.to(torch.float32) * (math.pi / 180.0)
+    dev = images.device
+    flip, dx, dy = flip.to(dev), dx.to(dev).long(), dy.to(dev).long()
+    theta = angle.to(dev, torch.float32) * (math.pi / 180.0)
     cos, sin = torch.cos(theta)[:, None, None], torch.sin(theta)[:, None, None]
-    ys = torch.arange(h, dtype=torch.float32)[None, :, None] - (h - 1) / 2
-    xs = torch.arange(w, dtype=torch.float32)[None, None, :] - (w - 1) / 2
-    # inverse rotation: output pixel (x, y) reads the shifted image at R(-theta)(x, y)
-    src_x = cos * xs - sin * ys + (w - 1) / 2 + dx.to(torch.float32)[:, None, None]
-    src_y = sin * xs + cos * ys + (h - 1) / 2 + dy.to(torch.float32)[:, None, None]
-    src_x = torch.where(flip[:, None, None], (w - 1) - src_x, src_x)
-    ix, iy = torch.round(src_x).long(), torch.round(src_y).long()
-    valid = (ix >= 0) & (ix < w) & (iy >= 0) & (iy < h)
-    flat = (iy.clamp(0, h - 1) * w + ix.clamp(0, w - 1)).view(b, 1, h * w).expand(b, c, h * w)
-    out = images.reshape(b, c, h * w).gather(2, flat).view(b, c, h, w)
+    ys = torch.arange(h, dtype=torch.float32, device=dev)[None, :, None] - (h - 1) / 2
+    xs = torch.arange(w, dtype=torch.float32, device=dev)[None, None, :] - (w - 1) / 2
+    # inverse rotation: output pixel (x, y) reads the cropped image at pixel q = round(R(-theta)(x, y)) ...
+    qx = torch.round(cos * xs - sin * ys + (w - 1) / 2)
+    qy = torch.round(sin * xs + cos * ys + (h - 1) / 2)
+    # ... which must lie inside the crop window (else the rotation fills 0), and the window pixel q reads the
+    # (flipped) input at q + (dx, dy) (else the zero padding): both together bound q per sample
+    def bounds(d: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return (-d).clamp(min=0).float()[:, None, None], (size - d).clamp(max=size).float()[:, None, None]
+
+    (lox, hix), (loy, hiy) = bounds(dx, w), bounds(dy, h)
+    valid = (qx >= lox) & (qx < hix) & (qy >= loy) & (qy < hiy)
+    # flat input index (qy + dy) * w + x_in with x_in = qx + dx, or w - 1 - (qx + dx) when flipped; float
+    # arithmetic is exact here (values < h * w) and much faster than int64 broadcasting on the CPU
+    sign = torch.where(flip, -1.0, 1.0)[:, None, None]
+    shift = (torch.where(flip, w - 1 - dx, dx) + dy * w).float()[:, None, None]
+    flat = (qy * w + sign * qx + shift).masked_fill_(~valid, 0).long().view(b, 1, h * w)
+    out = images.reshape(b, c, h * w).gather(2, flat.expand(b, c, h * w)).view(b, c, h, w)
     return out * valid[:, None].to(out.dtype)
 
 
@@ -235,31 +246,29 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
     return (r * GRAY_WEIGHTS[0] + g * GRAY_WEIGHTS[1] + bl * GRAY_WEIGHTS[2]).unsqueeze(1)
 
 
-def _blend(x: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    f = factor.view(-1, 1, 1, 1)
-    return (x * f + other * (1 - f)).clamp_(0.0, 1.0)
-
-
 def batch_color_op(x: torch.Tensor, op: int, factor: torch.Tensor) -> torch.Tensor:
     """One colour-jitter operation on float [0, 1] images with per-sample factors.
 
-    op 0 brightness, 1 contrast, 2 saturation (torchvision's definitions, ITU-R 601 luma), 3 hue.
+    op 0 brightness, 1 contrast, 2 saturation (torchvision's definitions: blend with black, the mean
+    luma, the luma image; ITU-R 601 luma), 3 hue.
     """
+    f = factor.to(x.device, x.dtype).view(-1, 1, 1, 1)
     if op == 0:
-        return _blend(x, torch.zeros_like(x), factor)
-    if op == 1:
-        return _blend(x, _gray(x).mean(dim=(1, 2, 3), keepdim=True), factor)
-    if op == 2:
-        return _blend(x, _gray(x), factor)
+        return (x * f).clamp_(0.0, 1.0)
+    if op in (1, 2):
+        other = _gray(x)
+        if op == 1:
+            other = other.mean(dim=(1, 2, 3), keepdim=True)
+        return (x * f).add_(other * (1 - f)).clamp_(0.0, 1.0)
     # hue: rare (default 0), so a loop over images with torchvision's kernel is good enough
-    return torch.stack([F.adjust_hue(img, float(f)) for img, f in zip(x, factor)])
+    return torch.stack([F.adjust_hue(img, float(f)) for img, f in zip(x, factor.tolist())])
 
 
 def batch_gaussian_blur(x: torch.Tensor, kernel: int, sigma: torch.Tensor) -> torch.Tensor:
     """Separable Gaussian blur with one σ per sample, reflect padding (as ``F.gaussian_blur``)."""
     b, c, h, w = x.shape
-    t = torch.arange(kernel, dtype=x.dtype) - (kernel - 1) / 2
-    k1 = torch.softmax(-(t[None] ** 2) / (2 * sigma.to(x.dtype)[:, None] ** 2), dim=1)  # (B, k)
+    t = torch.arange(kernel, dtype=x.dtype, device=x.device) - (kernel - 1) / 2
+    k1 = torch.softmax(-(t[None] ** 2) / (2 * sigma.to(x.device, x.dtype)[:, None] ** 2), dim=1)  # (B, k)
     weight = k1.repeat_interleave(c, dim=0)  # one kernel per (sample, channel) group
     half = kernel // 2
     y = nnf.pad(x.reshape(1, b * c, h, w), (half, half, half, half), mode="reflect")
@@ -272,8 +281,9 @@ def batch_erase(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, eh: torc
                 ) -> torch.Tensor:
     """Zero the rectangle [top, top + eh) × [left, left + ew) of each sample (eh = 0: nothing)."""
     _, _, h, w = x.shape
-    ys = torch.arange(h)[None, :, None]
-    xs = torch.arange(w)[None, None, :]
+    top, left, eh, ew = (v.to(x.device) for v in (top, left, eh, ew))
+    ys = torch.arange(h, device=x.device)[None, :, None]
+    xs = torch.arange(w, device=x.device)[None, None, :]
     inside = ((ys >= top[:, None, None]) & (ys < (top + eh)[:, None, None])
               & (xs >= left[:, None, None]) & (xs < (left + ew)[:, None, None]))
     return x.masked_fill(inside[:, None], 0.0)
@@ -282,6 +292,9 @@ def batch_erase(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, eh: torc
 @dataclass
 class BatchAugment:
     """Training (or perturbed) augmentation of a uint8 (B, 3, H, W) batch; returns float (B, 3, H, W).
+
+    Works on any device (random parameters are drawn on the CPU, then moved), e.g. on the GPU after
+    the batch transfer.
 
     Same operations, order and parameter distributions as ``build_train_transform`` (plus
     ``build_perturbed_transform``'s grayscale/blur when ``grayscale_p``/``blur_p`` > 0), drawn
@@ -331,15 +344,15 @@ class BatchAugment:
         x = self._geometric(images, g).to(torch.float32).div_(255.0)
         x = self._jitter(x, g)
         if self.grayscale_p > 0:
-            pick = torch.rand(b, generator=g) < self.grayscale_p
+            pick = (torch.rand(b, generator=g) < self.grayscale_p).to(x.device)
             x = torch.where(pick[:, None, None, None], _gray(x).expand_as(x), x)
         if self.blur_p > 0:
             sigma = _uniform(b, float(self.blur_sigma[0]), float(self.blur_sigma[1]), g)
             blurred = batch_gaussian_blur(x, int(self.blur_kernel), sigma)
             x = blurred if self.blur_p >= 1 else torch.where(
-                (torch.rand(b, generator=g) < self.blur_p)[:, None, None, None], blurred, x)
-        mean = torch.tensor(self.mean, dtype=x.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, dtype=x.dtype).view(1, 3, 1, 1)
+                (torch.rand(b, generator=g) < self.blur_p).to(x.device)[:, None, None, None], blurred, x)
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
         x = (x - mean) / std
         if self.erasing_p > 0:
             x = batch_erase(x, *self._erase_boxes(b, g))
@@ -365,13 +378,14 @@ class BatchAugment:
         factors = {k: _uniform(b, *self._ranges[k], g) for k in ops}  # type: ignore[misc]
         # torchvision draws a random op order per image; group images by their order
         order = torch.argsort(torch.rand(b, len(ops), generator=g), dim=1)
-        out = x.clone()
+        out = torch.empty_like(x)  # every row belongs to exactly one order group
         for perm in torch.unique(order, dim=0):
             rows = (order == perm).all(dim=1).nonzero().squeeze(1)
-            y = x[rows]
+            rows_x = rows.to(x.device)
+            y = x[rows_x]
             for j in perm.tolist():
                 y = batch_color_op(y, ops[j], factors[ops[j]][rows])
-            out[rows] = y
+            out[rows_x] = y
         return out
 
     def _erase_boxes(self, b: int, g: torch.Generator | None

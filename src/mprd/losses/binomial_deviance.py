@@ -10,14 +10,18 @@ from mprd.pseudo_labels.positive_sets import PositiveSets
 
 
 def num_hard_negatives(num_slots: int, positive_sizes: Tensor, ratio: float = 0.01) -> Tensor:
-    """r_i = max(1, ⌊ratio · (N − |P_i|)⌋) (MPRD spec ambiguity 4, MLCR's definition)."""
-    return torch.clamp(torch.floor(ratio * (num_slots - positive_sizes).double()).long(), min=1)
+    """r_i = max(1, ⌊ratio · (N − |P_i|)⌋) (MPRD spec ambiguity 4, MLCR's definition); 0 when no negative exists."""
+    negatives = (num_slots - positive_sizes).long()
+    r = torch.floor(ratio * negatives.double() + 1e-9).long()
+    return torch.where(negatives > 0, r.clamp(min=1), torch.zeros_like(r))
 
 
 def hard_negative_mask(scores: Tensor, positive_mask: Tensor, r: Tensor) -> Tensor:
     """Eq. 3: N*_i = the r_i non-positive slots most similar to the current feature (B x N bool)."""
     ranked = scores.detach().masked_fill(positive_mask, float("-inf"))
     r_max = int(r.max())
+    if r_max == 0:
+        return torch.zeros_like(positive_mask)
     top = torch.topk(ranked, r_max, dim=1).indices
     keep = torch.arange(r_max, device=scores.device).unsqueeze(0) < r.to(scores.device).unsqueeze(1)
     mask = torch.zeros_like(positive_mask)

@@ -64,6 +64,7 @@ class CNNModule(L.LightningModule):
         labels: dict | LabelConfig | None = None,
         diagnostic_labels: Tensor | None = None,
         eval_metric: str = "cosine",
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -74,6 +75,7 @@ class CNNModule(L.LightningModule):
         self.optim_cfg = _as(OptimConfig, optim)
         self.label_cfg = _as(LabelConfig, labels)
         self.eval_metric = eval_metric
+        self.seed = int(seed)
         # hidden ground truth, for the pseudo-label precision/recall diagnostic only; never used in a loss
         self._diagnostic_labels = None if diagnostic_labels is None else torch.as_tensor(diagnostic_labels).long()
         self.positives = PositiveSets.singletons(num_train)
@@ -104,6 +106,8 @@ class CNNModule(L.LightningModule):
     # ----------------------------------------------------------------------------------- pseudo labels
     def on_train_epoch_start(self) -> None:
         epoch = self.current_epoch
+        # reseed per epoch: a run resumed from a checkpoint then draws what an uninterrupted run draws
+        L.seed_everything(self.seed * 1000 + epoch, workers=True, verbose=False)
         self.gamma = gamma_schedule(
             epoch, self.max_epochs, self.label_cfg.memory_gamma_start, self.label_cfg.memory_gamma_end
         )
@@ -117,6 +121,8 @@ class CNNModule(L.LightningModule):
             positives = self.trainer.strategy.broadcast(positives, src=0)
             self.positives = positives
             self.log("time/refresh_s", time.perf_counter() - t0, on_epoch=True, on_step=False)
+            for key, value in getattr(self.generator, "last_stats", {}).items():
+                self.log(key, float(value), on_epoch=True, on_step=False)
         self._log_label_statistics()
         self._epoch_t0 = time.perf_counter()
         self._epoch_images = 0

@@ -89,7 +89,11 @@ class PairGCN(nn.Module):
         return self.feat_proj(features.to(self.feat_proj.weight.dtype))
 
     def _input_projection(self, s: PairStructures, node_table: Tensor | None, features: Tensor | None) -> Tensor:
-        """V Θ_1 + b per (structure, node), zero at padding: (P, n, hidden0)."""
+        """V Θ_1 + b per (structure, node): (P, n, hidden0).
+
+        Padding rows hold finite junk (row 0 of the table); they never reach real nodes because the columns of
+        D^-1(A+I) at padding are zero, so no masking pass over this large tensor is needed.
+        """
         if (node_table is None) == (features is None):
             raise ValueError("PairGCN: pass exactly one of node_table (projected) or features (raw)")
         if s.drnl.numel() and (int(s.drnl.min()) < 0 or int(s.drnl.max()) >= self.num_labels):
@@ -103,35 +107,49 @@ class PairGCN(nn.Module):
         if node_table is not None:
             if node_table.dim() != 2 or node_table.shape[1] != self.hidden[0]:
                 raise ValueError(f"PairGCN: node_table must be (M, {self.hidden[0]}), got {tuple(node_table.shape)}")
-            x = node_table[ids].to(dtype)
+            x = node_table.to(dtype)[ids]
         else:
             # project each distinct node once; the batch shares many nodes across structures
             uniq, inv = torch.unique(ids[mask], return_inverse=True)
             proj = self.project(features[uniq])
             x = torch.zeros(*ids.shape, self.hidden[0], dtype=dtype, device=proj.device)
             x[mask] = proj[inv]
-        x = x + self.label_weight[s.drnl] + self.bias0
-        return x * mask[:, :, None].to(dtype)
+        return x + (self.label_weight + self.bias0)[s.drnl]  # one-hot · Θ_1a + b as a row lookup
 
     def embed_nodes(
         self, s: PairStructures, node_table: Tensor | None = None, features: Tensor | None = None
     ) -> list[Tensor]:
         """Outputs Y^(1..L) of the graph-conv layers (Eq. 5), each (P, n, hidden_l); padding rows are 0."""
         prop = normalized_adjacency(s.adj.to(self.label_weight.dtype), s.mask)
-        y = torch.relu(torch.bmm(prop, self._input_projection(s, node_table, features)))
+        y = torch.bmm(prop, self._input_projection(s, node_table, features)).relu_()
         outs = [y]
         for conv in self.convs:
-            y = torch.relu(torch.bmm(prop, conv(y)))
+            y = torch.bmm(prop, conv(y)).relu_()
             outs.append(y)
         return outs
+
+    def _aggregate(self, outs: list[Tensor], mask: Tensor) -> Tensor:
+        """Θ_a: node-wise Conv1d (kernel 1) + ReLU, then max-pool over real nodes → (P, agg_channels).
+
+        A kernel-1 Conv1d over [Y^1 ‖ ... ‖ Y^L] is a per-node linear map; it is applied as a sum of per-layer
+        matmuls on the (P, n, C) layout, which avoids both the concatenation and a transpose copy.
+        """
+        weight = self.agg.weight.squeeze(2)
+        if not self.concat_layers:
+            h = torch.nn.functional.linear(outs[-1], weight, self.agg.bias)
+        else:
+            h = torch.nn.functional.linear(outs[0], weight[:, : self.hidden[0]], self.agg.bias)
+            start = self.hidden[0]
+            for y, width in zip(outs[1:], self.hidden[1:]):
+                h = h + torch.nn.functional.linear(y, weight[:, start : start + width])
+                start += width
+        h = h.relu_().masked_fill(~mask[:, :, None], float("-inf"))
+        return h.amax(dim=1)
 
     def forward(self, s: PairStructures, node_table: Tensor | None = None, features: Tensor | None = None) -> Tensor:
         """Logits (P,) of g_ij. Give `node_table` = project(memory) (inference) or raw `features` (training)."""
         outs = self.embed_nodes(s, node_table, features)
-        h = torch.cat(outs, dim=2) if self.concat_layers else outs[-1]
-        h = torch.relu(self.agg(h.transpose(1, 2)))  # Θ_a: node-wise 1-D conv, (P, C, n)
-        h = h.masked_fill(~s.mask[:, None, :], float("-inf")).amax(dim=2)  # max-pool over real nodes
-        return self.mlp(h).squeeze(1)
+        return self.mlp(self._aggregate(outs, s.mask)).squeeze(1)
 
     def predict_proba(
         self, s: PairStructures, node_table: Tensor | None = None, features: Tensor | None = None

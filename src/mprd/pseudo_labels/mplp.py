@@ -69,9 +69,9 @@ def _window(k: Tensor, variant: str, num: int) -> Tensor:
 
 
 def _rank_table(
-    memory: Tensor, threshold: float, variant: str, max_candidates: int | None, backend: Backend
+    query: Tensor, memory: Tensor, threshold: float, variant: str, max_candidates: int | None, backend: Backend
 ) -> tuple[Tensor, Tensor]:
-    """k-NN table (N x W, self included, by decreasing s) wide enough for every k_i and window; and k_i.
+    """Rank lists of the query rows (self included, by decreasing s) wide enough for k_i and w_i; and k_i.
 
     With a cap C the width is fixed; uncapped, the width doubles until no row's candidates are cut off,
     so k_i equals the exact count of Eq. 9.
@@ -83,7 +83,7 @@ def _rank_table(
     else:
         width = min(num, _INITIAL_WIDTH)
     while True:
-        sims, idx = knn(memory, memory, width, backend=backend)
+        sims, idx = knn(query, memory, width, backend=backend)
         count = (sims > threshold).sum(dim=1)
         if max_candidates is not None:
             return idx, torch.clamp(count, max=max_candidates)
@@ -97,18 +97,17 @@ def _rank_table(
             width = min(num, 2 * width)
 
 
-def _pair_keys(idx: Tensor) -> tuple[Tensor, Tensor]:
-    """Globally sorted keys c*N + j for every table entry (c, j), and the rank of j in c's list."""
-    num, width = idx.shape
-    sorted_j, rank = torch.sort(idx, dim=1)
-    rows = torch.arange(num, device=idx.device).unsqueeze(1)
-    # rows are in increasing c and each row's j are sorted, so the flattened keys are sorted
+def _pair_keys(table: Tensor, num: int) -> tuple[Tensor, Tensor]:
+    """Globally sorted keys row*N + j for every table entry (row, j), and the rank of j in that row's list."""
+    sorted_j, rank = torch.sort(table, dim=1)
+    rows = torch.arange(table.shape[0], device=table.device).unsqueeze(1)
+    # rows increase and each row's j are sorted, so the flattened keys are sorted
     return (rows * num + sorted_j).reshape(-1), rank.reshape(-1)
 
 
-def _rank_of(keys: Tensor, ranks: Tensor, cand: Tensor, anchor: Tensor, num: int) -> Tensor:
-    """Position of `anchor` in the rank list of `cand` (elementwise); `num` (= beyond any window) if absent."""
-    query = cand * num + anchor
+def _rank_of(keys: Tensor, ranks: Tensor, table_row: Tensor, anchor: Tensor, num: int) -> Tensor:
+    """Position of `anchor` in the rank list stored in `table_row` (elementwise); `num` if not in the table."""
+    query = table_row * num + anchor
     pos = torch.searchsorted(keys, query.reshape(-1)).reshape(query.shape)
     pos = torch.clamp(pos, max=keys.numel() - 1)
     found = keys[pos] == query
@@ -116,11 +115,18 @@ def _rank_of(keys: Tensor, ranks: Tensor, cand: Tensor, anchor: Tensor, num: int
 
 
 def _positive_length(
-    cand: Tensor, rows: Tensor, k: Tensor, window: Tensor, keys: Tensor, ranks: Tensor, variant: str, num: int
+    cand: Tensor,
+    table_row: Tensor,
+    anchor: Tensor,
+    k: Tensor,
+    window: Tensor,
+    lookup: tuple[Tensor, Tensor],
+    variant: str,
+    num: int,
 ) -> Tensor:
     """l_i of Eq. 10 for a chunk of anchors: the length of the passing prefix of P_i (release rule in module doc)."""
-    anchor = rows.unsqueeze(1).expand_as(cand)
-    rank = _rank_of(keys, ranks, cand, anchor, num)
+    anchor = anchor.unsqueeze(1).expand_as(cand)
+    rank = _rank_of(lookup[0], lookup[1], table_row, anchor, num)
     # i itself always passes (Eq. 10 holds trivially since R_i[1] = i; also under exact ties)
     passed = (rank < window.unsqueeze(1)) | (cand == anchor)
     in_p = torch.arange(cand.shape[1], device=cand.device).unsqueeze(0) < k.unsqueeze(1)
@@ -130,6 +136,15 @@ def _positive_length(
     return torch.minimum(torch.clamp(run, min=2), k)
 
 
+def _check_anchors(anchors: Tensor, num: int) -> Tensor:
+    anchors = anchors.reshape(-1).long()
+    if anchors.numel() and (int(anchors.min()) < 0 or int(anchors.max()) >= num):
+        raise ValueError(
+            f"mplp: anchors must be memory slots in [0, {num}), got range [{int(anchors.min())}, {int(anchors.max())}]"
+        )
+    return anchors
+
+
 def mplp_positive_sets(
     memory: Tensor,
     threshold: float = 0.6,
@@ -137,29 +152,47 @@ def mplp_positive_sets(
     max_candidates: int | None = None,
     backend: Backend = "auto",
     chunk_size: int = 4096,
+    anchors: Tensor | None = None,
 ) -> PositiveSets:
     """P*_i for every memory slot (MLCR Eqs. 7-11); row i always contains i.
 
     `max_candidates` caps k_i (None = exact Eq. 9); `chunk_size` bounds the anchors processed at once.
+    `anchors` restricts the prediction to those slots (e.g. a batch, as the release does every iteration);
+    the other rows are returned as singletons {i}.
     """
     _check_args(memory, threshold, variant, max_candidates, chunk_size)
     memory = memory.detach()
     num = memory.shape[0]
-    idx, k = _rank_table(memory, threshold, variant, max_candidates, backend)
+    rows = torch.arange(num) if anchors is None else _check_anchors(anchors, num)
+    rows = rows.to(memory.device)
+    if rows.numel() == 0:
+        return PositiveSets.singletons(num)
+    query = memory if anchors is None else memory[rows]
+    idx, k = _rank_table(query, memory, threshold, variant, max_candidates, backend)
+    rows = rows.to(idx.device)
+    k = k.to(idx.device)
+    if int(k.max()) == 0:  # e.g. an all-zero memory: no candidate anywhere
+        return PositiveSets.singletons(num)
     window = _window(k, variant, num)
-    keys, ranks = _pair_keys(idx)
     width_p = max(int(k.max()), 1)
-    cand = idx[:, :width_p]
+    cand = idx[:, :width_p].contiguous()
+    in_p = torch.arange(width_p, device=idx.device).unsqueeze(0) < k.unsqueeze(1)
+    if anchors is None:
+        # every slot is an anchor, so the anchors' own lists (already >= every w_i wide) serve as the table
+        table, table_row = idx, cand
+    else:
+        # rank lists of the anchors' candidates only, each max_i w_i wide
+        members = torch.unique(cand[in_p])
+        width = max(int(window.max()), 1)
+        table = knn(memory[members.to(memory.device)], memory, width, backend=backend)[1].to(idx.device)
+        table_row = torch.clamp(torch.searchsorted(members, cand), max=members.numel() - 1)
+    lookup = _pair_keys(table, num)
     lengths = []
-    for start in range(0, num, chunk_size):
-        stop = min(start + chunk_size, num)
-        rows = torch.arange(start, stop, device=idx.device)
-        lengths.append(
-            _positive_length(cand[start:stop], rows, k[start:stop], window[start:stop], keys, ranks, variant, num)
-        )
-    length = torch.cat(lengths)
-    keep = torch.arange(width_p, device=idx.device).unsqueeze(0) < length.unsqueeze(1)
-    return PositiveSets.from_neighbors(cand, keep)
+    for start in range(0, rows.numel(), chunk_size):
+        sl = slice(start, start + chunk_size)
+        lengths.append(_positive_length(cand[sl], table_row[sl], rows[sl], k[sl], window[sl], lookup, variant, num))
+    keep = torch.arange(width_p, device=idx.device).unsqueeze(0) < torch.cat(lengths).unsqueeze(1)
+    return PositiveSets.from_mask_rows(rows.unsqueeze(1).expand_as(cand)[keep], cand[keep], num)
 
 
 class MPLPGenerator:
@@ -183,8 +216,11 @@ class MPLPGenerator:
         self.backend = backend
         self.chunk_size = chunk_size
 
-    def refresh(self, memory: Tensor, **ctx: Any) -> PositiveSets:
-        """Recompute P*_i from the memory bank (L2-normalised rows, N x d); extra context is ignored."""
+    def refresh(self, memory: Tensor, anchors: Tensor | None = None, **ctx: Any) -> PositiveSets:
+        """Recompute P*_i from the memory bank (L2-normalised rows, N x d), for all slots or only `anchors`.
+
+        Other context (epoch, ...) is accepted and ignored.
+        """
         return mplp_positive_sets(
             memory,
             threshold=self.threshold,
@@ -192,4 +228,5 @@ class MPLPGenerator:
             max_candidates=self.max_candidates,
             backend=self.backend,
             chunk_size=self.chunk_size,
+            anchors=anchors,
         )

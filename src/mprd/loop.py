@@ -1,0 +1,369 @@
+"""Algorithm 1 of MPRD: alternate the GCN phase (G trained with F fixed) and the CNN phase (F with G fixed).
+
+The CNN phase is the CNN LightningModule's epoch. At the start of every epoch it asks its pseudo-label
+generator for P_i. For MPRD the generator is `MPRDGenerator`, which runs one step of Algorithm 1:
+1. the GCN phase (lines 3-7): it builds labelled pairs (§4.2), turns them into pairwise neighbourhood
+   structures (Eq. 4 + DRNL), and takes SGD steps on L^u + η L^m (Eqs. 6, 9, 10);
+2. the Eq. 7 filtering: g_ij for every candidate j ∈ NN_k(i), and P_i = {i} ∪ {j : g_ij > μ}.
+
+The whole state lives in one checkpoint: both networks, the GCN optimiser, the meta identities, the
+memory and P_i. Every random draw of the GCN phase comes from a generator seeded by (seed, epoch), so a
+resumed run draws exactly what an uninterrupted one would. Decisions: docs/decisions-mprd.md.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mprd.meta import draw_meta_identities, meta_mask
+from mprd.models.gcn import predict_pairs
+from mprd.models.gcn_module import GCNBatch, GCNModule
+from mprd.neighbors import adaptive_knn, knn
+from mprd.pseudo_labels.positive_sets import PositiveSets
+from mprd.structures import build_pair_structures
+
+# ------------------------------------------------------------------------------------------ pair sets
+
+
+@dataclass
+class PairSet:
+    """Labelled pairs for the GCN: (left, right) node ids, label (1 = same identity), anchor, meta flag."""
+
+    left: Tensor
+    right: Tensor
+    label: Tensor
+    anchor: Tensor
+    is_meta: Tensor
+
+    @staticmethod
+    def make(left: Tensor, right: Tensor, label: float, anchor: Tensor, is_meta: bool) -> PairSet:
+        n = left.numel()
+        return PairSet(
+            left.long(), right.long(), torch.full((n,), float(label)), anchor.long(), torch.full((n,), is_meta)
+        )
+
+    @staticmethod
+    def cat(parts: list[PairSet]) -> PairSet:
+        parts = [p for p in parts if p.left.numel()] or [PairSet.make(*(torch.empty(0),) * 2, 0.0, torch.empty(0), False)]
+        return PairSet(*(torch.cat([getattr(p, f) for p in parts]) for f in ("left", "right", "label", "anchor", "is_meta")))
+
+    def select(self, mask: Tensor) -> PairSet:
+        return PairSet(self.left[mask], self.right[mask], self.label[mask], self.anchor[mask], self.is_meta[mask])
+
+    def __len__(self) -> int:
+        return self.left.numel()
+
+
+def _randint_below(high: Tensor, gen: torch.Generator) -> Tensor:
+    """One uniform integer in [0, high_i) per entry (high_i >= 1)."""
+    return torch.floor(torch.rand(high.shape, generator=gen) * high.double()).long().clamp(max=high - 1)
+
+
+def perturbation_pairs(anchors: Tensor, virtual_ids: Tensor, num_slots: int, num_neg: int, gen: torch.Generator) -> PairSet:
+    """First iteration (§4.2, 1): (x_i, x'_i) positives and `num_neg` random (x_i, x_j ≠ x_i) negatives each."""
+    pos = PairSet.make(anchors, virtual_ids, 1.0, anchors, False)
+    neg_anchor = anchors.repeat_interleave(num_neg)
+    offset = 1 + torch.floor(torch.rand(neg_anchor.shape, generator=gen) * (num_slots - 1)).long()
+    neg = PairSet.make(neg_anchor, (neg_anchor + offset) % num_slots, 0.0, neg_anchor, False)
+    return PairSet.cat([pos, neg])
+
+
+def positive_set_pairs(anchors: Tensor, positives: PositiveSets, neighbors: Tensor, gen: torch.Generator) -> PairSet:
+    """Later iterations (§4.2, 1): x_{r_i} drawn from P_i; (x_{r_i}, x_{r_j}) is positive iff x_{r_j} ∈ NN_k(x_{r_i}).
+
+    Pairs failing the test are dropped, not used as negatives (spec §3.8). Anchors need |P_i| > 1.
+    """
+    sizes = positives.sizes[anchors]
+    r_i = positives.indices[positives.offsets[anchors] + _randint_below(sizes, gen)]
+    b, r_j = positives.batch_pairs(anchors)
+    left = r_i[b]
+    in_nn = (neighbors[left] == r_j.unsqueeze(1)).any(dim=1)
+    keep = (r_j != left) & in_nn
+    return PairSet.make(left[keep], r_j[keep], 1.0, anchors[b][keep], False)
+
+
+def hard_negative_pairs(anchors: Tensor, counts: Tensor, hard: Tensor, hard_counts: Tensor, gen: torch.Generator) -> PairSet:
+    """Later iterations (§4.2, 1): |P_i| images drawn (with replacement) from N*_i, each paired with x_i."""
+    a = anchors.repeat_interleave(counts)
+    pick = _randint_below(hard_counts[a], gen)
+    return PairSet.make(a, hard[a, pick], 0.0, a, False)
+
+
+def hard_negative_table(memory: Tensor, positives: PositiveSets, ratio: float, chunk: int = 1024) -> tuple[Tensor, Tensor]:
+    """N*_i per Eq. 3 on memory features: the r_i = ⌊ratio (N − |P_i|)⌋ most similar non-positives.
+
+    Returns (table (N, r_max) of slot ids, valid count r_i per row). Positives are removed by searching
+    r_max + max|P_i| neighbours and masking the members of P_i.
+    """
+    num = memory.shape[0]
+    sizes = positives.sizes
+    r = torch.clamp(torch.floor(ratio * (num - sizes).double()).long(), min=1)
+    r_max, p_max = int(r.max()), int(sizes.max())
+    width = min(num, r_max + p_max)
+    _, idx = knn(memory, memory, width)
+    idx = idx.cpu()
+    pos_pad = torch.full((num, p_max), -1, dtype=torch.long)
+    b, j = positives.batch_pairs(torch.arange(num))
+    col = torch.arange(j.numel()) - positives.offsets[b]
+    pos_pad[b, col] = j
+    valid = torch.cat([~(idx[s : s + chunk, :, None] == pos_pad[s : s + chunk, None, :]).any(-1) for s in range(0, num, chunk)])
+    order = torch.argsort((~valid).to(torch.int8), dim=1, stable=True)[:, :r_max]  # valid columns first, in rank order
+    table = torch.gather(idx, 1, order)
+    return table, torch.minimum(r, valid.sum(1))
+
+
+def meta_pairs(meta_images: Tensor, pids: Tensor, pool: Tensor, zx_negatives: bool, gen: torch.Generator) -> PairSet:
+    """§4.2, 2: per meta image z, one same-identity positive, one other-meta-identity negative and (optionally)
+    one negative with an unlabeled image from `pool` (non-meta identities, spec §3.8)."""
+    z = meta_images
+    zp = pids[z]
+    same = zp.unsqueeze(1) == zp.unsqueeze(0)
+    eye = torch.eye(z.numel(), dtype=torch.bool)
+    parts = []
+    for mask, label in ((same & ~eye, 1.0), (~same, 0.0)):
+        has = mask.any(1)
+        if not has.any():
+            continue
+        weights = mask[has].float()
+        partner = torch.multinomial(weights, 1, generator=gen).squeeze(1)
+        parts.append(PairSet.make(z[has], z[partner], label, z[has], True))
+    if zx_negatives and pool.numel():
+        other = pool[torch.floor(torch.rand(z.shape, generator=gen) * pool.numel()).long()]
+        parts.append(PairSet.make(z, other, 0.0, z, True))
+    return PairSet.cat(parts)
+
+
+# ------------------------------------------------------------------------------------------ generator
+
+
+class MPRDGenerator:
+    """P_i from the GCN (Eq. 7), after training the GCN for one pass (the GCN phase of Algorithm 1)."""
+
+    name = "mprd"
+
+    def __init__(self, gcn: GCNModule, train_pids: Tensor, cfg: dict[str, Any], seed: int) -> None:
+        self.gcn = gcn
+        self.cfg = cfg
+        self.seed = int(seed)
+        meta_cfg = cfg["meta"]
+        # ground-truth identities: read only to draw and label the meta data Z (never reaches the CNN)
+        self._pids = torch.as_tensor(train_pids).long()
+        self.meta_ids = draw_meta_identities(self._pids, int(meta_cfg["num_ids"]), int(meta_cfg["seed"]))
+        self.optimizer = gcn.configure_optimizers()
+        self.last_stats: dict[str, float] = {}
+
+    # -- state ---------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"gcn": self.gcn.state_dict(), "optimizer": self.optimizer.state_dict(), "meta_ids": list(self.meta_ids)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.gcn.load_state_dict(state["gcn"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if list(state["meta_ids"]) != self.meta_ids:
+            raise ValueError(f"checkpoint meta identities {state['meta_ids']} differ from this run's {self.meta_ids}")
+
+    # -- one step of Algorithm 1 ----------------------------------------------------------------------
+    def refresh(self, memory: Tensor, *, epoch: int, module: Any = None, **_: Any) -> PositiveSets:
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        nb = self.cfg["neighbors"]
+        t0 = time.perf_counter()
+        _, neighbors, k = adaptive_knn(memory, nb["threshold"], nb["min_k"], nb["k_max"])
+        neighbors, k = neighbors.cpu(), k.cpu()
+        previous = module.positives if module is not None else PositiveSets.singletons(memory.shape[0])
+        pairs, table, ext_neighbors, n_virtual = self._training_pairs(memory, neighbors, k, previous, epoch, module, gen)
+        t1 = time.perf_counter()
+        train_stats = self._train(pairs, table, ext_neighbors, gen)
+        t2 = time.perf_counter()
+        positives, g_stats = self._filter(memory, neighbors)
+        t3 = time.perf_counter()
+        self.last_stats = {
+            **{f"gcn/{k_}": v for k_, v in train_stats.items()},
+            **g_stats,
+            "gcn/k_mean": float(k.float().mean()),
+            "gcn/virtual_nodes": float(n_virtual),
+            "time/gcn_pairs_s": t1 - t0,
+            "time/gcn_train_s": t2 - t1,
+            "time/gcn_infer_s": t3 - t2,
+        }
+        return positives
+
+    def _training_pairs(
+        self, memory: Tensor, neighbors: Tensor, k: Tensor, previous: PositiveSets, epoch: int, module: Any, gen: torch.Generator
+    ) -> tuple[PairSet, Tensor, Tensor, int]:
+        """§4.2 labelled pairs, the node feature table (memory + perturbed copies) and its neighbour table."""
+        num = memory.shape[0]
+        is_meta = meta_mask(self._pids, self.meta_ids)
+        meta_images = torch.nonzero(is_meta).flatten()
+        parts: list[PairSet] = []
+        table, ext_neighbors, n_virtual = memory, neighbors, 0
+        if self.cfg["unlabeled"]["enabled"]:
+            anchors = torch.arange(num)
+            if self.cfg["meta"].get("exclude_from_cnn", False):
+                anchors = anchors[~is_meta]
+            sizes = previous.sizes[anchors]
+            grown = anchors[sizes > 1] if epoch > 0 else anchors[:0]
+            lone = anchors[sizes <= 1] if epoch > 0 else anchors
+            # perturbed copies x'_i (a CNN forward on the perturbed view) are virtual nodes num.. num+|lone|-1
+            if lone.numel():
+                pf = perturbed_features(module, lone).to(memory)
+                _, p_idx = knn(pf, memory, neighbors.shape[1])
+                p_idx = p_idx.cpu().masked_fill(torch.arange(neighbors.shape[1]) >= k[lone].unsqueeze(1), -1)
+                table = torch.cat([memory, pf])
+                ext_neighbors = torch.cat([neighbors, p_idx])
+                n_virtual = lone.numel()
+                virtual = num + torch.arange(lone.numel())
+                if epoch == 0:
+                    parts.append(perturbation_pairs(lone, virtual, num, int(self.cfg["unlabeled"]["first_epoch_negatives"]), gen))
+                else:
+                    parts.append(PairSet.make(lone, virtual, 1.0, lone, False))
+            if epoch > 0:
+                hard, hard_counts = hard_negative_table(memory, previous, float(self.cfg.get("neg_ratio", 0.01)))
+                parts.append(positive_set_pairs(grown, previous, neighbors, gen))
+                parts.append(hard_negative_pairs(anchors, previous.sizes[anchors], hard, hard_counts, gen))
+        if meta_images.numel():
+            pool = torch.nonzero(~is_meta).flatten()
+            parts.append(meta_pairs(meta_images, self._pids, pool, bool(self.cfg["meta"]["zx_negatives"]), gen))
+        return PairSet.cat(parts), table, ext_neighbors, n_virtual
+
+    def _batches(self, pairs: PairSet, num_slots: int, gen: torch.Generator) -> list[Tensor]:
+        """Split pairs into mini-batches of n'/2 unlabeled + n'/2 meta anchors (§4.2), one pass over the
+        unlabeled anchors; meta anchors are cycled (with reshuffling) as often as needed."""
+        half = max(1, int(self.cfg["gcn"]["batch_anchors"]) // 2)
+        u_anchors = torch.unique(pairs.anchor[~pairs.is_meta])
+        m_anchors = torch.unique(pairs.anchor[pairs.is_meta])
+        steps = self.cfg["gcn"].get("steps_per_epoch") or max(1, math.ceil(max(u_anchors.numel(), num_slots * (u_anchors.numel() == 0)) / half))
+        steps = int(steps)
+        # the anchor id space: unlabeled anchors as is, meta anchors shifted so both kinds stay distinct
+        u_order = u_anchors[torch.randperm(u_anchors.numel(), generator=gen)] if u_anchors.numel() else u_anchors
+        reps = math.ceil(steps * half / max(m_anchors.numel(), 1)) if m_anchors.numel() else 0
+        m_order = torch.cat([m_anchors[torch.randperm(m_anchors.numel(), generator=gen)] for _ in range(reps)]) if reps else m_anchors
+        u_step = torch.full((num_slots,), -1, dtype=torch.long)
+        u_step[u_order] = torch.arange(u_order.numel()) // half
+        batches = []
+        u_rows = torch.nonzero(~pairs.is_meta).flatten()
+        u_step_of_pair = u_step[pairs.anchor[u_rows]]
+        u_sorted = torch.argsort(u_step_of_pair, stable=True)
+        u_bounds = torch.searchsorted(u_step_of_pair[u_sorted], torch.arange(steps + 1))
+        m_rows = torch.nonzero(pairs.is_meta).flatten()
+        m_of = {int(a): m_rows[pairs.anchor[m_rows] == a] for a in m_anchors}
+        for s in range(steps):
+            rows = [u_rows[u_sorted[u_bounds[s] : u_bounds[s + 1]]]]
+            rows += [m_of[int(a)] for a in m_order[s * half : (s + 1) * half]]
+            batch = torch.cat(rows)
+            if batch.numel():
+                batches.append(batch)
+        return batches
+
+    def _train(self, pairs: PairSet, table: Tensor, ext_neighbors: Tensor, gen: torch.Generator) -> dict[str, float]:
+        cfg, st = self.cfg, self.cfg["structures"]
+        if len(pairs) == 0:
+            return {"loss": float("nan"), "structures": 0.0}
+        device = table.device
+        gcn = self.gcn.to(device)
+        gcn.train()
+        totals: dict[str, list[float]] = {}
+        batches = self._batches(pairs, ext_neighbors.shape[0], gen)
+        for rows in _progress(batches, "GCN phase"):
+            p = pairs.select(rows)
+            n_meta, n_unl = int(p.is_meta.sum()), int((~p.is_meta).sum())
+            eta = self._eta(n_meta, n_unl)
+            s = build_pair_structures(
+                ext_neighbors, p.left, p.right, topology=st["topology"], target_edge=st["target_edge"], max_label=st["max_label"]
+            ).to(device)
+            # meta anchors get ids shifted by the table size so an image that is both a meta and an unlabeled
+            # anchor keeps two separate Eq. 6 terms
+            anchor = p.anchor + p.is_meta.long() * table.shape[0]
+            batch = GCNBatch(s, p.label.to(device), anchor.to(device), p.is_meta.to(device), eta)
+            loss, stats = gcn.training_step(batch, table.detach())
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            for key, value in stats.items():
+                totals.setdefault(key, []).append(value)
+        out = {key: float(torch.tensor(v).nanmean()) for key, v in totals.items()}
+        out["steps"] = float(len(batches))
+        out["pairs"] = float(len(pairs))
+        out["pairs_pos_frac"] = float(pairs.label.mean())
+        return out
+
+    def _eta(self, n_meta: int, n_unl: int) -> float:
+        """η of Eq. 10: #meta / #unlabeled structures in the mini-batch (spec §3.8), or a constant."""
+        e = self.cfg["eta"]
+        if e["mode"] == "constant":
+            return float(e["value"])
+        if e["mode"] != "ratio":
+            raise ValueError(f"method.eta.mode={e['mode']!r}; expected 'ratio' or 'constant'")
+        return n_meta / n_unl if n_unl else float(e["value"])
+
+    @torch.no_grad()
+    def _filter(self, memory: Tensor, neighbors: Tensor) -> tuple[PositiveSets, dict[str, float]]:
+        """Eq. 7: P_i = {i} ∪ {j ∈ NN_k(i) : g_ij > μ} for all N·k candidates at once."""
+        st, g = self.cfg["structures"], self.cfg["gcn"]
+        valid = neighbors >= 0
+        left = torch.arange(neighbors.shape[0]).unsqueeze(1).expand_as(neighbors)[valid]
+        right = neighbors[valid]
+        self.gcn.eval()
+        node_table = self.gcn.net.project(memory)
+        probs = predict_pairs(
+            self.gcn.net, neighbors, left, right, node_table, batch_size=int(g["infer_batch"]),
+            topology=st["topology"], target_edge=st["target_edge"], max_label=st["max_label"],
+        )
+        keep = torch.zeros_like(valid)
+        keep[valid] = probs > float(self.cfg["mu"])
+        stats = {"gcn/g_mean": float(probs.mean()), "gcn/candidates": float(probs.numel()), "gcn/kept_frac": float(keep[valid].float().mean())}
+        return PositiveSets.from_neighbors(neighbors, keep), stats
+
+
+@torch.no_grad()
+def perturbed_features(module: Any, indices: Tensor) -> Tensor:
+    """F̃(x'_i) for the perturbed views (grayscale + blur on top of the augmentation) of `indices`."""
+    if module is None:
+        raise ValueError("MPRD's first GCN phase needs the CNN module to embed perturbed images")
+    dm = module.trainer.datamodule
+    was_training = module.training
+    module.eval()
+    out = torch.zeros(indices.numel(), module.backbone.out_dim, device=module.device)
+    pos = {int(i): p for p, i in enumerate(indices.tolist())}
+    for batch in dm.perturbed_dataloader(indices.tolist()):
+        f = F.normalize(module.backbone(batch["image"].to(module.device)), dim=1)
+        rows = torch.tensor([pos[int(i)] for i in batch["index"]], device=module.device)
+        out[rows] = f
+    module.train(was_training)
+    return out
+
+
+def _progress(items: list, desc: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, leave=False, dynamic_ncols=True, mininterval=1.0)
+
+
+def build_mprd_generator(cfg: Any, datamodule: Any, backbone: torch.nn.Module) -> MPRDGenerator:
+    """MPRDGenerator from the Hydra config (`method.*`)."""
+    from omegaconf import OmegaConf
+
+    m = OmegaConf.to_container(cfg.method, resolve=True)
+    m["gcn"] = g = OmegaConf.to_container(cfg.gcn, resolve=True)
+    st = m["structures"]
+    gcn = GCNModule(
+        feat_dim=backbone.out_dim,
+        num_labels=int(st["max_label"]) + 1,
+        hidden=tuple(g["hidden"]),
+        agg_channels=g["agg_channels"],
+        mlp_hidden=g["mlp_hidden"],
+        dropout=g["dropout"],
+        optimizer=g["optimizer"],
+        lr=g["lr"],
+        momentum=g["momentum"],
+        weight_decay=g["weight_decay"],
+    )
+    m.setdefault("neg_ratio", m["loss"]["neg_ratio"])
+    pids = torch.tensor([r.pid for r in datamodule.data.train])
+    return MPRDGenerator(gcn, pids, m, seed=int(cfg.seed))
