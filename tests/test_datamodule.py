@@ -379,3 +379,40 @@ def test_real_cuhk03_cache_matches_disk(cuhk03):
         batch = next(iter(module.train_dataloader()))
         assert batch["image"].shape == (32, 3, 64, 32) and "pid" not in batch
     assert torch.equal(outs[0], outs[1])
+
+
+def test_device_augment_ships_uint8_and_lightning_hook_augments(tmp_path):
+    """Through a real Trainer: float batches reach training_step, and epoch e's order is EpochShuffle(seed, e)."""
+    import lightning as L
+
+    data = make_data(tmp_path)
+    module = _module(data, device_augment=True, augment=NO_AUG, in_memory=True, seed=5)
+    raw = next(iter(module.train_dataloader()))
+    assert raw["image"].dtype == torch.uint8 and raw["image"].shape == (3, 3, H, W)
+    out = module.augment_batch(raw)
+    expected = torch.stack([build_test_transform(H, W)(im) for im in raw["image"]])
+    assert torch.allclose(out["image"], expected, atol=1e-6)  # NO_AUG: augmentation = normalisation only
+
+    class Probe(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+            self.seen: list[tuple[int, torch.dtype, list[int]]] = []
+
+        def training_step(self, batch, batch_idx):
+            self.seen.append((self.current_epoch, batch["image"].dtype, batch["index"].tolist()))
+            return (self.w * batch["image"].mean()).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    probe = Probe()
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(probe, datamodule=module)
+    assert all(dtype == torch.float32 for _, dtype, _ in probe.seen)
+    for epoch in (0, 1):
+        order = [i for e, _, idx in probe.seen if e == epoch for i in idx]
+        sampler = EpochShuffle(7, seed=5)
+        sampler.set_epoch(epoch)
+        assert order == list(sampler)[:6]  # drop_last: 2 batches of 3

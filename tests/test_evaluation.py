@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from mprd.evaluation import ReIDMetrics, default_chunk_size, evaluate
+from mprd.evaluation import ReIDMetrics, _chunk_positive_ranks, default_chunk_size, evaluate
 
 
 # --------------------------------------------------------------------------------------------------
@@ -170,6 +170,51 @@ def test_matches_bruteforce_reference(metric, chunk_size):
     assert_matches_reference(m, ref)
 
 
+def test_larger_gallery_many_bins_matches_reference():
+    # 3,000 gallery items -> 187 score bins per query: most items are counted by bin, few compared exactly.
+    rng = np.random.default_rng(11)
+    data = random_split(rng, 40, 3000, 16, num_ids=60, num_cams=5)
+    for metric in ("cosine", "euclidean"):
+        assert_matches_reference(evaluate(*data, metric=metric, chunk_size=9), reference_eval(*data, metric, 50))
+
+
+def _score_matrix(kind: str, rng, b: int, g: int) -> np.ndarray:
+    if kind == "ties":
+        return rng.choice(np.float32([-1.0, -0.0, 0.0, 0.25, 1.0]), (b, g))
+    if kind == "outliers":  # huge dynamic range: a few +-1e30 among N(0, 1)
+        s = rng.standard_normal((b, g)).astype(np.float32)
+        s[rng.random((b, g)) < 0.05] = np.float32(1e30)
+        s[rng.random((b, g)) < 0.05] = np.float32(-1e30)
+        return s
+    if kind == "huge":  # the positives' score span overflows float32 (3e38 - -3e38 = inf)
+        return rng.choice(np.float32([-3e38, -1.0, 0.0, 2.0, 3e38]), (b, g))
+    if kind == "ulp":  # values one float32 ulp apart and denormals: bins cannot separate them
+        base = np.float32([1.0, np.nextafter(np.float32(1.0), np.float32(2.0)), 1e-40, -1e-40, 0.5])
+        return rng.choice(base, (b, g))
+    return rng.standard_normal((b, g)).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["ties", "outliers", "huge", "ulp", "normal"])
+def test_positive_ranks_exact_on_adversarial_scores(kind):
+    # The binned counting must equal a stable sort of the very same float32 scores, whatever their spread.
+    rng = np.random.default_rng(len(kind))
+    b, g = 12, 300
+    scores = _score_matrix(kind, rng, b, g)
+    label = rng.choice([0, 1, 2], (b, g), p=[0.85, 0.1, 0.05])  # 0 negative, 1 positive, 2 removed
+    label[0] = 0  # a row without positives
+    label[1] = 0
+    label[1, 5] = 1  # a row with a single positive
+    expected = []
+    for i in range(b):
+        kept = np.flatnonzero(label[i] != 2)
+        order = kept[np.argsort(-scores[i, kept].astype(np.float64), kind="stable")]
+        expected += [(i, r + 1) for r in np.flatnonzero(label[i, order] == 1)]
+    pos_r, pos_c = (torch.from_numpy(x) for x in np.nonzero(label == 1))
+    rm_r, rm_c = (torch.from_numpy(x) for x in np.nonzero(label == 2))
+    rows, ranks = _chunk_positive_ranks(torch.from_numpy(scores.copy()), pos_r, pos_c, rm_r, rm_c)
+    assert list(zip(rows.tolist(), ranks.tolist(), strict=True)) == expected
+
+
 def test_tensor_inputs_and_extra_ranks():
     rng = np.random.default_rng(3)
     qf, gf, qp, qc, gp, gc = random_split(rng, 30, 200, 8, num_ids=10, num_cams=3)
@@ -223,7 +268,7 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_default_chunk_bounds_memory():
-    # MSMT17 gallery: chunk * gallery * ~16 B stays a few hundred MB; tiny galleries get big chunks.
+    # MSMT17 gallery: chunk * gallery * ~12-16 B stays a few hundred MB; tiny galleries get big chunks.
     c = default_chunk_size(82_161)
     assert c >= 1 and 100e6 < c * 82_161 * 16 < 400e6
     assert default_chunk_size(10) == (1 << 24) // 10

@@ -247,35 +247,49 @@ def test_bad_settings_name_the_problem() -> None:
         make_config("tiny", overrides={"num_train_idz": 3})
     with pytest.raises(ValueError, match="num_cameras"):
         make_config("tiny", overrides={"num_cameras": 12})
-    assert make_config("tiny", overrides={"cameras_per_id_weights": [1, 1]}).cameras_per_id_weights == (1, 1)
+    with pytest.raises(ValueError, match="num_train_ids=2.5"):
+        make_config("tiny", overrides={"num_train_ids": 2.5})
+    with pytest.raises(ValueError, match="camstyle"):
+        make_config("tiny", overrides={"camstyle": "yes"})
+    with pytest.raises(ValueError, match="'preset' or 'seed'"):
+        make_config("tiny", overrides={"seed": 3})
+    # overrides are cast to the field types, so equal settings hash alike (no needless regeneration)
+    a = make_config("tiny", overrides={"cameras_per_id_weights": [1, 1], "camera_gap": 1, "num_train_ids": 5.0})
+    b = make_config("tiny", overrides={"cameras_per_id_weights": (1.0, 1.0), "camera_gap": 1.0, "num_train_ids": 5})
+    assert a == b and a.digest() == b.digest() != make_config("tiny").digest()
     assert set(PRESETS) == {"tiny", "small", "market"}
 
 
 # -------------------------------------------------------------------------------------------------- realism
 def test_same_id_same_camera_closer_than_cross_camera_closer_than_other_ids(tiny: Path) -> None:
-    """On raw pixels and on colour histograms: within-camera redundancy < camera gap < identity gap.
+    """Raw pixels: within-camera redundancy < same id across cameras < different ids; colour histograms:
+    same-camera pairs (same or different id) are closer than cross-camera ones (the camera gap).
 
-    Real CUHK03-NP (detected) gives ratios to the different-id cross-camera mean of 0.77 / 0.97 (pixels) and
-    0.57 / 0.94 (histograms); see docs/synthetic.md.
+    Ratios to the different-id cross-camera mean, real CUHK03-NP (detected) vs this generator, are in
+    docs/synthetic.md (pixels: 0.77 / 0.97 real).
     """
     records = [r for f in ("bounding_box_train", "bounding_box_test") for r in _parse(tiny / f) if r[1] > 0]
     folders = {n: f for f in ("bounding_box_train", "bounding_box_test") for n in os.listdir(tiny / f)}
-    imgs = [np.asarray(Image.open(tiny / folders[n] / n), np.float32) / 255 for n, _, _ in records]
-    pixels = np.stack([np.asarray(Image.fromarray((a * 255).astype(np.uint8)).resize((16, 32), Image.BILINEAR),
-                                  np.float32).ravel() / 255 for a in imgs])
-    q = [(a * 3.999).astype(int) for a in imgs]  # 4 levels per channel -> 64 colour bins
+    imgs = [Image.open(tiny / folders[n] / n).convert("RGB") for n, _, _ in records]
+    pixels = np.stack([np.asarray(im.resize((16, 32), Image.BILINEAR), np.float32).ravel() / 255 for im in imgs])
+    q = [np.asarray(im, np.int64) // 64 for im in imgs]  # 4 levels per channel -> 64 colour bins
     hists = np.stack([np.bincount((b[..., 0] * 16 + b[..., 1] * 4 + b[..., 2]).ravel(), minlength=64) / b[..., 0].size
                       for b in q])
     pid = np.array([r[1] for r in records])
     cam = np.array([r[2] for r in records])
     iu = np.triu_indices(len(records), 1)
     same_id, same_cam = (pid[:, None] == pid[None])[iu], (cam[:, None] == cam[None])[iu]
-    for feats in (pixels, hists):
+
+    def means(feats: np.ndarray) -> tuple[float, float, float, float]:
         d = np.sqrt(((feats[:, None] - feats[None]) ** 2).sum(-1))[iu]
-        ss, sc, dc = d[same_id & same_cam].mean(), d[same_id & ~same_cam].mean(), d[~same_id & ~same_cam].mean()
-        assert ss < 0.8 * sc, (ss, sc)
-        assert sc < dc, (sc, dc)
-        assert d[~same_id & same_cam].mean() < dc  # different people look more alike within a camera, too
+        return tuple(float(d[m].mean()) for m in (same_id & same_cam, same_id & ~same_cam,
+                                                   ~same_id & same_cam, ~same_id & ~same_cam))
+
+    ss, sc, ds, dc = means(pixels)
+    assert ss < 0.8 * sc and sc < 0.98 * dc, (ss, sc, dc)
+    assert ds < dc  # different people also look more alike within one camera
+    ss, sc, ds, dc = means(hists)
+    assert ss < 0.6 * sc and ds < 0.95 * dc, (ss, sc, ds, dc)
 
 
 def test_cameras_differ_visibly() -> None:

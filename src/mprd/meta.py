@@ -6,9 +6,13 @@ Shared by MPRD (GCN training only) and MLCR(+5id) so that the same seed gives th
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import Tensor
+
+from mprd.pseudo_labels.positive_sets import PositiveSets
 
 
 def draw_meta_identities(train_pids: Tensor, num_ids: int, seed: int) -> list[int]:
@@ -34,3 +38,40 @@ def meta_mask(train_pids: Tensor, meta_ids: list[int]) -> Tensor:
     if not meta_ids:
         return torch.zeros(pids.numel(), dtype=torch.bool)
     return torch.isin(pids, torch.tensor(meta_ids, dtype=pids.dtype))
+
+
+class MetaGroundTruth:
+    """Wraps a generator: rows of meta images get their ground-truth positives (MLCR(+5id), Table 2).
+
+    "whenever the input training data belong to the labeled meta dataset, the pseudo labels are replaced
+    by ground-truth labels" — applied at every refresh and during the single-label warm-up alike.
+    """
+
+    def __init__(self, base: Any, train_pids: Tensor, num_ids: int, seed: int) -> None:
+        self.base = base
+        self.name = f"{base.name}+{num_ids}id"
+        self._pids = torch.as_tensor(train_pids).long()
+        self.meta_ids = draw_meta_identities(self._pids, num_ids, seed)
+        self._truth = PositiveSets.from_labels(self._pids)
+        self._rows = torch.nonzero(meta_mask(self._pids, self.meta_ids)).flatten()
+
+    def refresh(self, memory: Tensor, **context: Any) -> PositiveSets:
+        return self.base.refresh(memory, **context)
+
+    def override(self, positives: PositiveSets) -> PositiveSets:
+        """Replace the rows of meta images by the same-identity sets; keep every other row."""
+        if self._rows.numel() == 0:
+            return positives
+        num = len(positives)
+        keep_rows = ~torch.isin(torch.arange(num), self._rows)
+        b_all, j_all = positives.batch_pairs(torch.arange(num))
+        keep = keep_rows[b_all]
+        b_meta, j_meta = self._truth.batch_pairs(self._rows)
+        rows = torch.cat([b_all[keep], self._rows[b_meta]])
+        cols = torch.cat([j_all[keep], j_meta])
+        return PositiveSets.from_mask_rows(rows, cols, num)
+
+    def __getattr__(self, item: str) -> Any:  # state_dict / last_stats of the wrapped generator
+        if item == "base":
+            raise AttributeError(item)
+        return getattr(self.base, item)

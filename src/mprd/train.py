@@ -98,7 +98,14 @@ def build_method(cfg: DictConfig, datamodule: Any, backbone: torch.nn.Module) ->
 
         generator = build_mprd_generator(cfg, datamodule, backbone)
     else:
-        generator = build_generator(name, train_labels=train_labels if name == "super" else None, **generator_kwargs)
+        generator = build_generator(
+            cfg.method.get("generator_name", name), train_labels=train_labels if name == "super" else None, **generator_kwargs
+        )
+    meta_gt = cfg.method.get("meta_ground_truth")
+    if meta_gt:  # MLCR(+5id): ground-truth multi-labels for the meta images (same ids as MPRD's for a seed)
+        from mprd.meta import MetaGroundTruth
+
+        generator = MetaGroundTruth(generator, train_labels, int(meta_gt.num_ids), int(meta_gt.seed))
     return CNNModule(
         backbone,
         num_train=len(datamodule.data.train),
@@ -107,10 +114,22 @@ def build_method(cfg: DictConfig, datamodule: Any, backbone: torch.nn.Module) ->
         loss=OmegaConf.to_container(cfg.method.loss, resolve=True),
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
         labels=OmegaConf.to_container(cfg.method.labels, resolve=True),
+        memory=OmegaConf.to_container(cfg.method.memory, resolve=True),
         diagnostic_labels=train_labels,  # pseudo-label precision/recall only
         eval_metric=cfg.eval_metric,
         seed=int(cfg.seed),
     )
+
+
+class StopAfterEpochs(L.Callback):
+    """Stop training after `n` epochs, as if the run had been killed (last.ckpt is written first)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch + 1 >= self.n:
+            trainer.should_stop = True
 
 
 def git_commit() -> str:
@@ -143,11 +162,16 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     log.info("dataset %s: %s", cfg.dataset.name, stats)
 
     model = build_method(cfg, datamodule, backbone)
-    checkpoint = ModelCheckpoint(dirpath=str(output_dir / "checkpoints"), save_last=True, save_top_k=0)
+    callbacks: list[Any] = [ModelCheckpoint(dirpath=str(output_dir / "checkpoints"), save_last=True, save_top_k=0)]
+    stop_after = cfg.get("debug", {}).get("stop_after_epochs")
+    if stop_after:  # simulates an interrupted run (tests of resume)
+        callbacks.append(StopAfterEpochs(int(stop_after)))
     trainer: L.Trainer = hydra.utils.instantiate(
-        cfg.trainer, logger=build_loggers(cfg, output_dir), callbacks=[checkpoint], default_root_dir=str(output_dir)
+        cfg.trainer, logger=build_loggers(cfg, output_dir), callbacks=callbacks, default_root_dir=str(output_dir)
     )
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    if stop_after and trainer.current_epoch < cfg.max_epochs:
+        return {"interrupted_after_epochs": trainer.current_epoch}
     if not model.history or model.history[-1]["epoch"] != cfg.max_epochs:
         trainer.validate(model, datamodule=datamodule, verbose=False)  # the final epoch is always reported
 

@@ -10,8 +10,9 @@ copies} (spec MPRD §6 item 19; MLCR: "each M[i] combines features of different 
 Speed: ``in_memory=True`` decodes every needed image once into a uint8 tensor per split, already resized
 to (height, width) (the first step of every transform, so the output is unchanged; images of varied
 stored sizes, e.g. DukeMTMC, then stack). ``batched_augment=True`` replaces the per-image v2 pipeline of
-training/perturbed draws by `BatchAugment` on whole batches (same operations, see transforms.py).
-Measured on a 2-core machine in ``benchmarks/bench_dataloader.py``.
+training/perturbed draws by `BatchAugment` on whole batches (same operations, see transforms.py);
+``device_augment=True`` instead ships uint8 training batches and runs `BatchAugment` after the transfer
+to the accelerator (Lightning's `on_after_batch_transfer`). Measured in ``benchmarks/bench_dataloader.py``.
 """
 
 from __future__ import annotations
@@ -111,6 +112,13 @@ class Pixels:
 # ----------------------------------------------------------------------------------------------------------
 # Datasets (each returns whole batches through __getitems__, so a batched transform can run once per batch)
 # ----------------------------------------------------------------------------------------------------------
+class KeepUint8:
+    """Batch "transform" of `device_augment`: the uint8 batch (already at the target size) as it is."""
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return images
+
+
 def passthrough_collate(batch: Batch) -> Batch:
     """The datasets below collate themselves (``__getitems__``); the DataLoader must not re-collate."""
     return batch
@@ -125,7 +133,7 @@ class TrainDraws(Dataset):
 
     def __init__(self, pixels: Pixels, num_real: int, offsets: torch.Tensor, camids: torch.Tensor,
                  transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 batch_transform: BatchAugment | None = None):
+                 batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None):
         if (transform is None) == (batch_transform is None):
             raise ValueError("give exactly one of transform (per image) and batch_transform")
         self.pixels, self.num_real, self.offsets, self.camids = pixels, num_real, offsets, camids
@@ -145,6 +153,7 @@ class TrainDraws(Dataset):
         if self.transform is not None:
             image = self.transform(self.pixels.one(int(rows[0])))
         else:  # batched mode asked for one item: a batch of one
+            assert self.batch_transform is not None
             image = self.batch_transform(self.pixels.many(rows))[0]
         return {"image": image, "index": i, "camid": int(self.camids[i])}
 
@@ -254,6 +263,7 @@ class ReIDDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         persistent_workers: bool = False,
         decode_threads: int = 0,
+        device_augment: bool = False,
     ):
         super().__init__()
         self.name, self.root = str(name), str(root)
@@ -269,6 +279,7 @@ class ReIDDataModule(L.LightningDataModule):
         self.camstyle, self.in_memory, self.drop_last = bool(camstyle), bool(in_memory), bool(drop_last)
         self.batched_augment, self.pin_memory = bool(batched_augment), bool(pin_memory)
         self.persistent_workers, self.decode_threads = bool(persistent_workers), int(decode_threads)
+        self.device_augment = bool(device_augment)
         self.augment = _check_keys("augment", _plain(augment) or {}, TRAIN_KEYS)
         self.perturb = _check_keys("perturb", _plain(perturb) or {}, PERTURB_KEYS)
         # build once now so a bad setting fails at construction, not in a worker
@@ -374,18 +385,24 @@ class ReIDDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled (seeded) training draws ``{"image", "index", "camid"}``; no pids."""
+        """Shuffled (seeded) training draws ``{"image", "index", "camid"}``; no pids.
+
+        With `device_augment`, "image" is the un-augmented uint8 batch; Lightning's
+        `on_after_batch_transfer` (or a manual loop via `augment_batch`) augments it on the device.
+        """
         data = self._require_data()
         n = len(data.train)
         if self.drop_last and n < self.batch_size:
             raise ValueError(f"{data.name}: {n} training images < batch_size {self.batch_size} with drop_last=True "
                              "(no batch would be produced)")
         camids = torch.tensor([r.camid for r in data.train], dtype=torch.long)
-        dataset = TrainDraws(
-            self._pixels("train"), n, self._offsets, camids,
-            transform=None if self.batched_augment else self.train_transform,
-            batch_transform=self.train_batch_augment if self.batched_augment else None,
-        )
+        if self.device_augment:  # uint8 batches; `augment_batch` runs after the transfer to the device
+            transforms: dict[str, Any] = {"batch_transform": KeepUint8()}
+        elif self.batched_augment:
+            transforms = {"batch_transform": self.train_batch_augment}
+        else:
+            transforms = {"transform": self.train_transform}
+        dataset = TrainDraws(self._pixels("train"), n, self._offsets, camids, **transforms)
         return self._loader(dataset, self.batch_size, sampler=EpochShuffle(n, self.seed), drop_last=self.drop_last,
                             seed_offset=1)
 
@@ -413,6 +430,20 @@ class ReIDDataModule(L.LightningDataModule):
         dataset = SplitImages(pixels, range(n), self.test_transform, batched=pixels.cache is not None)
         return self._loader(dataset, batch_size or self.test_batch_size, sampler=None, drop_last=False,
                             seed_offset=3)
+
+    def augment_batch(self, batch: Any) -> Any:
+        """Apply `BatchAugment` to a uint8 training batch (`device_augment`), on the batch's device.
+
+        Batches whose "image" is already float (every loader without `device_augment`) pass unchanged.
+        """
+        if isinstance(batch, dict) and isinstance(batch.get("image"), torch.Tensor) \
+                and batch["image"].dtype == torch.uint8:
+            batch = {**batch, "image": self.train_batch_augment(batch["image"])}
+        return batch
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Lightning hook: augment `device_augment` training batches on the accelerator."""
+        return self.augment_batch(batch)
 
     def val_dataloader(self) -> list[DataLoader]:
         """[query, gallery] feature loaders (dataloader_idx 0 = query, 1 = gallery)."""

@@ -155,13 +155,39 @@ def make_config(preset: str = "small", seed: int = 0, overrides: dict | None = N
     names = {f.name for f in dataclasses.fields(SyntheticConfig)}
     unknown = sorted(set(overrides) - names)
     if unknown:
-        raise ValueError(f"synthetic overrides {unknown} are not SyntheticConfig fields; expected some of {sorted(names)}")
+        raise ValueError(
+            f"synthetic overrides {unknown} are not SyntheticConfig fields; expected some of {sorted(names)}"
+        )
     if "preset" in overrides or "seed" in overrides:
         raise ValueError("synthetic overrides may not set 'preset' or 'seed'; pass them as arguments")
+    base = PRESETS[preset]
     for key, value in overrides.items():
-        if isinstance(value, list):  # Hydra / JSON give lists for tuple fields
-            overrides[key] = tuple(value)
-    return dataclasses.replace(PRESETS[preset], seed=int(seed), **overrides)
+        overrides[key] = _coerce(key, value, getattr(base, key))
+    return dataclasses.replace(base, seed=int(seed), **overrides)
+
+
+def _coerce(key: str, value: object, default: object) -> object:
+    """Cast an override to its field's type, so 1 and 1.0 (or a Hydra ListConfig and a tuple) hash alike."""
+    try:
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if isinstance(default, tuple):
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+                raise TypeError
+            return tuple(float(v) for v in value)
+        if isinstance(default, int):
+            if float(value) != int(float(value)):
+                raise TypeError
+            return int(float(value))
+        if isinstance(default, float):
+            return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"synthetic override {key}={value!r}: expected a {type(default).__name__} like {default!r}"
+        ) from None
+    return value
 
 
 def _rng(seed: int, *keys: int) -> np.random.Generator:
@@ -357,7 +383,7 @@ def sample_cameras(cfg: SyntheticConfig) -> list[Camera]:
                 horizon=float(rng.uniform(150, 235)),
                 gain=float(gains[c] * math.exp(rng.normal(0, 0.03))),
                 gamma=float(math.exp(cfg.camera_gap * rng.uniform(-0.18, 0.15))),
-                contrast=float(rng.uniform(1.1, 1.45)),
+                contrast=float(rng.uniform(1.05, 1.35)),
                 white_balance=tuple(float(x) for x in wb / wb.mean()),
                 saturation=float(cfg.saturation * math.exp(cfg.camera_gap * rng.uniform(-0.35, 0.35))),
                 haze=float(cfg.camera_gap * rng.uniform(0.0, 0.05)),
@@ -367,7 +393,7 @@ def sample_cameras(cfg: SyntheticConfig) -> list[Camera]:
                 noise=float(rng.uniform(0.25, 1.0) * cfg.max_noise),
                 resolution=cfg.low_res_scale if c in low_res else 1.0,
                 jpeg_quality=int(rng.integers(70, 96)),
-                box_scale=float(rng.uniform(0.95, 1.08)),
+                box_scale=float(rng.uniform(0.92, 1.04)),
                 box_dx=float(rng.uniform(-0.05, 0.05)),
                 box_dy=float(rng.uniform(-0.035, 0.035)),
                 views=tuple(float(x) for x in v / v.sum()),
@@ -472,7 +498,8 @@ def _render_scene(cam: Camera, seed: int) -> Image.Image:
             d.rectangle([x0, 0, x0 + 10, hz], fill=(190, 192, 195))
             d.polygon([(x0 + 30, 0), (x0 + 60, 0), (x0 + 20, hz), (x0 + 12, hz)], fill=(255, 255, 255, 28))
         for x0 in np.arange(rng.uniform(0, 200), _SCENE_W, 330):
-            d.rectangle([x0, 20, x0 + 160, 55], fill=_jit(rng, [(200, 40, 40), (240, 200, 40), (40, 90, 180)][rng.integers(3)], 20))
+            sign = [(200, 40, 40), (240, 200, 40), (40, 90, 180)][rng.integers(3)]
+            d.rectangle([x0, 20, x0 + 160, 55], fill=_jit(rng, sign, 20))
         d.rectangle([0, hz, _SCENE_W, _SCENE_H], fill=_jit(rng, (214, 208, 198)))
         _floor_lines(d, rng, hz, (170, 165, 158, 255), 110, vx)
     elif cam.scene == "plaza":
@@ -490,8 +517,10 @@ def _render_scene(cam: Camera, seed: int) -> Image.Image:
         d.rectangle([0, 30, _SCENE_W, hz - 50], fill=_jit(rng, (120, 112, 104)))
         d.rectangle([0, hz, _SCENE_W, _SCENE_H], fill=_jit(rng, (84, 84, 86)))
         for x0 in np.arange(rng.uniform(0, 80), _SCENE_W, 230):
-            d.polygon([(x0 - 90, _SCENE_H), (x0 - 70, hz + 20), (x0 - 62, hz + 20), (x0 - 78, _SCENE_H)], fill=(220, 220, 210))
-            car = _jit(rng, [(180, 30, 30), (220, 220, 220), (30, 30, 35), (40, 70, 140), (150, 150, 150)][rng.integers(5)], 15)
+            line = [(x0 - 90, _SCENE_H), (x0 - 70, hz + 20), (x0 - 62, hz + 20), (x0 - 78, _SCENE_H)]
+            d.polygon(line, fill=(220, 220, 210))
+            car = [(180, 30, 30), (220, 220, 220), (30, 30, 35), (40, 70, 140), (150, 150, 150)][rng.integers(5)]
+            car = _jit(rng, car, 15)
             d.rounded_rectangle([x0, hz - 95, x0 + 200, hz + 5], radius=25, fill=car)
             d.rounded_rectangle([x0 + 35, hz - 135, x0 + 165, hz - 80], radius=20, fill=car)
             d.rectangle([x0 + 48, hz - 125, x0 + 152, hz - 88], fill=(40, 50, 60))
@@ -630,7 +659,8 @@ def _head(pen: _Pen, p: Identity, view: int, cu: float) -> None:
         elif p.hair_style == "ponytail":
             ell(-0.065, 0.035, 0.02, 0.045, hair)
     if p.hat is not None:
-        (x0, y0), (x1, y1) = pen.pt(cu - 0.058 * _HEAD_S, _HEAD_V - 0.08 * _HEAD_S), pen.pt(cu + 0.058 * _HEAD_S, _HEAD_V + 0.045 * _HEAD_S)
+        (x0, y0) = pen.pt(cu - 0.058 * _HEAD_S, _HEAD_V - 0.08 * _HEAD_S)
+        (x1, y1) = pen.pt(cu + 0.058 * _HEAD_S, _HEAD_V + 0.045 * _HEAD_S)
         pen.d.chord([min(x0, x1), y0, max(x0, x1), y1], 180, 360, fill=p.hat)
         if view in (LEFT, RIGHT):
             poly([(0.02, -0.025), (0.11, -0.017), (0.1, -0.007), (0.02, -0.009)], _mul(p.hat, 0.8))
@@ -642,7 +672,7 @@ def _legs_front(p: Identity, phase: float) -> list[tuple[tuple[float, float], tu
     """(hip, ankle) per leg in front/back view; the forward foot lands a little lower in the image."""
     a = 0.018 * math.sin(phase)
     w = p.width
-    return [((-0.06 * w, 0.5), (-0.066 * w, 0.955 + a)), ((0.06 * w, 0.5), (0.066 * w, 0.955 - a))]
+    return [((-0.062 * w, 0.5), (-0.07 * w, 0.955 + a)), ((0.062 * w, 0.5), (0.07 * w, 0.955 - a))]
 
 
 def _legs_side(phase: float) -> list[tuple[tuple[float, float], tuple[float, float], tuple[float, float]]]:
@@ -711,14 +741,14 @@ def _handbag(pen: _Pen, p: Identity, hand: tuple[float, float]) -> None:
 
 def _draw_front_back(pen, p, view, phase, legs, up_col, low_col, cut, w) -> None:
     front = view == FRONT
-    sh, hw = 0.145 * w, 0.118 * w
+    sh, hw = 0.15 * w, 0.124 * w
     f = 1.0
     for hip, ank in legs:
-        top_w, bot_w = 0.1 * w, 0.066
+        top_w, bot_w = 0.115 * w, 0.075
         if cut >= 1.5:
             pen.limb(hip, ank, top_w, bot_w, _mul(up_col, f))
         else:
-            pen.limb(hip, ank, 0.08, 0.058, _mul(low_col, f))
+            pen.limb(hip, ank, 0.085, 0.062, _mul(low_col, f))
             if cut > 0:
                 knee = (hip[0] + (ank[0] - hip[0]) * 0.38, cut)
                 pen.limb(hip, knee, top_w, 0.09 * w, _mul(up_col, f))
@@ -738,8 +768,9 @@ def _draw_front_back(pen, p, view, phase, legs, up_col, low_col, cut, w) -> None
             for s in (-1, 1):
                 pen.limb((s * 0.075, 0.175), (s * 0.095, 0.34), 0.02, 0.018, p.bag_colour)
         else:
-            pen.d.rounded_rectangle(_box(pen, -0.115 * w, 0.19, 0.115 * w, 0.45), radius=pen.h * 0.03, fill=p.bag_colour)
-            pen.poly([(-0.115 * w, 0.2), (0.115 * w, 0.2), (0.115 * w, 0.28), (-0.115 * w, 0.28)], _mul(p.bag_colour, 0.75))
+            bw = 0.115 * w
+            pen.d.rounded_rectangle(_box(pen, -bw, 0.19, bw, 0.45), radius=pen.h * 0.03, fill=p.bag_colour)
+            pen.poly([(-bw, 0.2), (bw, 0.2), (bw, 0.28), (-bw, 0.28)], _mul(p.bag_colour, 0.75))  # flap
     elif p.bag == "shoulder":
         pen.limb((-bag_u * 0.09, 0.18), (bag_u * 0.15, 0.43), 0.016, 0.016, _mul(p.bag_colour, 0.8))
     swing = 0.03 * math.sin(phase)
@@ -750,7 +781,8 @@ def _draw_front_back(pen, p, view, phase, legs, up_col, low_col, cut, w) -> None
         _arm(pen, p, pts, 0.86)
         hands.append(pts[2])
     if p.bag == "shoulder":
-        pen.d.rounded_rectangle(_box(pen, bag_u * 0.12, 0.42, bag_u * 0.23, 0.54), radius=pen.h * 0.01, fill=p.bag_colour)
+        box = _box(pen, bag_u * 0.12, 0.42, bag_u * 0.23, 0.54)
+        pen.d.rounded_rectangle(box, radius=pen.h * 0.01, fill=p.bag_colour)
     elif p.bag == "handbag":
         _handbag(pen, p, hands[0] if bag_u < 0 else hands[1])
     _head(pen, p, view, 0.0)
@@ -786,8 +818,8 @@ def _draw_side(pen, p, phase, legs, up_col, low_col, cut) -> None:
         pen.d.rounded_rectangle(_box(pen, -0.07, 0.42, 0.05, 0.53), radius=pen.h * 0.01, fill=_mul(p.bag_colour, far_f))
     for (hip, knee, ank), f in zip(legs, (far_f, 1.0), strict=True):
         if cut >= 1.5:
-            pen.limb(hip, knee, 0.105 * w, 0.08, _mul(up_col, f))
-            pen.limb(knee, ank, 0.08, 0.062, _mul(up_col, f))
+            pen.limb(hip, knee, 0.115 * w, 0.088, _mul(up_col, f))
+            pen.limb(knee, ank, 0.088, 0.068, _mul(up_col, f))
         else:
             pen.limb(hip, knee, 0.085, 0.068, _mul(low_col, f))
             pen.limb(knee, ank, 0.068, 0.055, _mul(low_col, f))
@@ -910,11 +942,14 @@ def _track_shots(cfg: SyntheticConfig, cam: Camera, pid: int, t: int, n: int, na
     view = int(rt.choice(4, p=cam.views))
     step = rt.uniform(20, 45) if view in (LEFT, RIGHT) else rt.uniform(10, 25)
     direction = -1.0 if view == LEFT else 1.0 if view == RIGHT else float(rt.choice([-1, 1]))
-    x0 = rt.uniform(250, _SCENE_W - 250 - min(cfg.max_frames_per_camera, 6) * 45)
+    x0 = rt.uniform(250, _SCENE_W - 250)
+    span = direction * (n - 1) * step  # keep the whole pass inside the scene
+    x0 = float(np.clip(x0, 250 - min(0.0, span), _SCENE_W - 250 - max(0.0, span)))
     phase0, dphase = rt.uniform(0, 2 * math.pi), rt.uniform(1.0, 2.4)
     scale = cam.box_scale * math.exp(rt.normal(0, cfg.box_scale_jitter))
     dx, dy = cam.box_dx + rt.normal(0, cfg.box_jitter), cam.box_dy + rt.normal(0, cfg.box_jitter / 2)
-    seq, frame0, dframe, bb = int(rt.integers(1, 7)), int(rt.integers(1, 150000)), int(rt.integers(4, 30)), int(rt.integers(0, 9))
+    seq, frame0, dframe = int(rt.integers(1, 7)), int(rt.integers(1, 150000)), int(rt.integers(4, 30))
+    bb = int(rt.integers(0, 9))
     shots = []
     jit = rt.standard_normal((n, 5))  # per-frame position, box offsets, scale and roll
     for k in range(n):
@@ -935,7 +970,8 @@ def _track_shots(cfg: SyntheticConfig, cam: Camera, pid: int, t: int, n: int, na
     return shots
 
 
-def _identity_shots(cfg: SyntheticConfig, cams: list[Camera], pid: int, test: bool, names: _Names) -> dict[int, list[Shot]]:
+def _identity_shots(cfg: SyntheticConfig, cams: list[Camera], pid: int, test: bool,
+                    names: _Names) -> dict[int, list[Shot]]:
     """All shots of one identity, by camera: train ids 1 + extra frames per camera, test ids 2 + extra."""
     rng = _rng(cfg.seed, _K_LAYOUT, pid)
     mean, base = (cfg.test_extra_frames_mean, 2) if test else (cfg.train_extra_frames_mean, 1)
@@ -972,7 +1008,8 @@ def _stray_shot(cfg: SyntheticConfig, cams: list[Camera], i: int, kind: int, pla
             scale, dy = float(r.uniform(0.45, 0.62)), float(r.uniform(-0.35, 0.35))
         else:
             scale = float(r.uniform(1.45, 1.75))
-    name = names.take(-1 if kind == JUNK else 0, c, int(r.integers(1, 7)), int(r.integers(1, 150000)), int(r.integers(0, 9)))
+    seq, frame, bb = int(r.integers(1, 7)), int(r.integers(1, 150000)), int(r.integers(0, 9))
+    name = names.take(-1 if kind == JUNK else 0, c, seq, frame, bb)
     return Shot(
         relpath=name + ".jpg", kind=kind, pid=pid, cam=c, style=c, view=int(r.choice(4, p=cam.views)),
         phase=float(r.uniform(0, 2 * math.pi)), x=float(r.uniform(350, _SCENE_W - 350)), box_dx=float(dx),
@@ -990,14 +1027,18 @@ def build_plan(cfg: SyntheticConfig) -> Plan:
     ids = {p: sample_identity(_rng(cfg.seed, _K_IDENTITY, p), cfg) for p in range(1, n_ids + 1)}
     plan = Plan(cfg, ids, cams, train_pids, test_pids)
     train_names, query_names, test_names = _Names(), _Names(), _Names()
-    train = [s for p in train_pids for shots in _identity_shots(cfg, cams, p, False, train_names).values() for s in shots]
+    train: list[Shot] = []
+    for p in train_pids:
+        for shots in _identity_shots(cfg, cams, p, False, train_names).values():
+            train += shots
     query, gallery, pid_cams = [], [], {}
     for p in test_pids:
         by_cam = _identity_shots(cfg, cams, p, True, test_names)
         pid_cams[p] = sorted(by_cam)
         for c, shots in by_cam.items():
             q = int(_rng(cfg.seed, _K_SPLIT, p, c).integers(len(shots)))  # one query per (test id, camera)
-            query.append(dataclasses.replace(shots[q], relpath=query_names.take(*_parse_stem(shots[q].relpath)) + ".jpg"))
+            name = query_names.take(*_parse_stem(shots[q].relpath)) + ".jpg"
+            query.append(dataclasses.replace(shots[q], relpath=name))
             gallery += shots[:q] + shots[q + 1 :]
     n_dis = int(round(cfg.distractors_per_test_id * cfg.num_test_ids))
     n_junk = int(round(cfg.junk_per_test_id * cfg.num_test_ids))
@@ -1200,7 +1241,8 @@ def render_styles(plan: Plan, shot: Shot, styles: Sequence[int]) -> list[np.ndar
     out = []
     for st in styles:
         sty = plan.cameras[st]
-        bg = plan.scene(st).transform((w, h), Image.AFFINE, scene_data, resample=Image.BILINEAR, fillcolor=(120, 120, 120))
+        bg = plan.scene(st).transform((w, h), Image.AFFINE, scene_data, resample=Image.BILINEAR,
+                                      fillcolor=(120, 120, 120))
         arr = np.asarray(bg, np.float32) * (1.0 - alpha) + fg_rgb
         if k > 1 or sty.resolution < 1.0:  # average down, then (low-resolution camera) back up
             small = (max(8, round(IMAGE_W * sty.resolution)), max(16, round(IMAGE_H * sty.resolution)))
@@ -1401,7 +1443,9 @@ def contact_sheet(folder: str | Path, out_png: str | Path, n_ids: int = 5, real_
         m = MARKET_NAME_RE.search(p.name)
         by_id.setdefault(int(m.group(1)), {}).setdefault(int(m.group(2)), p)
     ids = sorted(by_id, key=lambda i: (-len(by_id[i]), i))[:n_ids]
-    rows: list[tuple[str, list[Path | None]]] = [(f"id {i}", [by_id[i].get(c) for c in range(1, n_cams + 1)]) for i in ids]
+    rows: list[tuple[str, list[Path | None]]] = [
+        (f"id {i}", [by_id[i].get(c) for c in range(1, n_cams + 1)]) for i in ids
+    ]
     first = by_id[ids[0]]
     src = next(iter(first.values()))
     cs = sorted((folder / "bounding_box_train_camstyle").glob(src.stem + "_fake_*.jpg"))

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from mprd.evaluation import evaluate
 from mprd.losses.binomial_deviance import binomial_deviance_loss
+from mprd.losses.mmcl import mmcl_terms
 from mprd.memory import FeatureMemory, gamma_schedule
 from mprd.pseudo_labels.base import PseudoLabelGenerator
 from mprd.pseudo_labels.positive_sets import PositiveSets
@@ -25,6 +26,7 @@ from mprd.pseudo_labels.positive_sets import PositiveSets
 
 @dataclass
 class LossConfig:
+    name: str = "bd"  # bd = binomial deviance (MPRD Eq. 2) | mmcl (MLCR Eq. 17)
     delta: float = 5.0
     alpha: float = 4.0
     margin_pos: float = 0.2
@@ -47,8 +49,20 @@ class OptimConfig:
 class LabelConfig:
     start_epoch: int = 0  # epochs before this use P_i = {i}
     refresh_every: int = 1  # epochs between refreshes
-    memory_gamma_start: float = 1.0
-    memory_gamma_end: float = 0.5
+
+
+@dataclass
+class MemoryConfig:
+    init: str = "forward"  # forward = features of the initial CNN (MPRD) | zeros (MLCR §3.1)
+    write: str = "before_loss"  # MPRD §4.1 writes before the loss; MLCR's release after it
+    gamma_start: float = 1.0  # weight of the new feature at the first epoch (Eq. 1)
+    gamma_end: float = 0.5  # ... at the last epoch
+
+    def __post_init__(self) -> None:
+        if self.init not in ("forward", "zeros"):
+            raise ValueError(f"method.memory.init={self.init!r}; expected 'forward' or 'zeros'")
+        if self.write not in ("before_loss", "after_loss"):
+            raise ValueError(f"method.memory.write={self.write!r}; expected 'before_loss' or 'after_loss'")
 
 
 class CNNModule(L.LightningModule):
@@ -62,6 +76,7 @@ class CNNModule(L.LightningModule):
         loss: dict | LossConfig | None = None,
         optim: dict | OptimConfig | None = None,
         labels: dict | LabelConfig | None = None,
+        memory: dict | MemoryConfig | None = None,
         diagnostic_labels: Tensor | None = None,
         eval_metric: str = "cosine",
         seed: int = 0,
@@ -74,12 +89,15 @@ class CNNModule(L.LightningModule):
         self.loss_cfg = _as(LossConfig, loss)
         self.optim_cfg = _as(OptimConfig, optim)
         self.label_cfg = _as(LabelConfig, labels)
+        self.memory_cfg = _as(MemoryConfig, memory)
+        if self.loss_cfg.name not in ("bd", "mmcl"):
+            raise ValueError(f"method.loss.name={self.loss_cfg.name!r}; expected 'bd' or 'mmcl'")
         self.eval_metric = eval_metric
         self.seed = int(seed)
         # hidden ground truth, for the pseudo-label precision/recall diagnostic only; never used in a loss
         self._diagnostic_labels = None if diagnostic_labels is None else torch.as_tensor(diagnostic_labels).long()
         self.positives = PositiveSets.singletons(num_train)
-        self.gamma = gamma_schedule(0, max_epochs, self.label_cfg.memory_gamma_start, self.label_cfg.memory_gamma_end)
+        self.gamma = gamma_schedule(0, max_epochs, self.memory_cfg.gamma_start, self.memory_cfg.gamma_end)
         self._val_feats: dict[int, list[Tensor]] = {}
         self._epoch_t0 = 0.0
         self._epoch_images = 0
@@ -88,10 +106,13 @@ class CNNModule(L.LightningModule):
     # ------------------------------------------------------------------------------------------ setup
     def on_fit_start(self) -> None:
         if not bool(self.memory.initialised):
-            self.memory.initialise(self.extract_train_features(normalise_with="train"))
+            if self.memory_cfg.init == "zeros":  # MLCR: "initialized to all zeros"
+                self.memory.initialised.fill_(True)
+            else:
+                self.memory.initialise(self.extract_train_features())
 
     @torch.no_grad()
-    def extract_train_features(self, normalise_with: str = "train") -> Tensor:
+    def extract_train_features(self) -> Tensor:
         """Forward pass over the whole training set (test transform) → N x d, L2-normalised training feature."""
         dm = self.trainer.datamodule
         was_training = self.training
@@ -108,9 +129,7 @@ class CNNModule(L.LightningModule):
         epoch = self.current_epoch
         # reseed per epoch: a run resumed from a checkpoint then draws what an uninterrupted run draws
         L.seed_everything(self.seed * 1000 + epoch, workers=True, verbose=False)
-        self.gamma = gamma_schedule(
-            epoch, self.max_epochs, self.label_cfg.memory_gamma_start, self.label_cfg.memory_gamma_end
-        )
+        self.gamma = gamma_schedule(epoch, self.max_epochs, self.memory_cfg.gamma_start, self.memory_cfg.gamma_end)
         cfg = self.label_cfg
         due = epoch >= cfg.start_epoch and (epoch - cfg.start_epoch) % max(cfg.refresh_every, 1) == 0
         if due:
@@ -119,10 +138,12 @@ class CNNModule(L.LightningModule):
             if self.trainer.is_global_zero:
                 positives = self.generator.refresh(self.memory.features, epoch=epoch, module=self)
             positives = self.trainer.strategy.broadcast(positives, src=0)
-            self.positives = positives
+            self.positives = _override(self.generator, positives)
             self.log("time/refresh_s", time.perf_counter() - t0, on_epoch=True, on_step=False)
             for key, value in getattr(self.generator, "last_stats", {}).items():
                 self.log(key, float(value), on_epoch=True, on_step=False)
+        elif epoch < cfg.start_epoch:
+            self.positives = _override(self.generator, PositiveSets.singletons(self.memory.num_slots))
         self._log_label_statistics()
         self._epoch_t0 = time.perf_counter()
         self._epoch_images = 0
@@ -145,23 +166,35 @@ class CNNModule(L.LightningModule):
         if self.trainer.world_size > 1:
             all_index = self.all_gather(index).reshape(-1)
             all_feats = self.all_gather(feats.detach()).reshape(-1, feats.shape[1])
-        self.memory.update(all_index, all_feats, self.gamma)
-        loss, terms = binomial_deviance_loss(
-            feats,
-            self.memory.features,
-            index,
-            self.positives,
-            delta=self.loss_cfg.delta,
-            alpha=self.loss_cfg.alpha,
-            margin_pos=self.loss_cfg.margin_pos,
-            margin_neg=self.loss_cfg.margin_neg,
-            neg_ratio=self.loss_cfg.neg_ratio,
-        )
+        write_first = self.memory_cfg.write == "before_loss"
+        if write_first:
+            self.memory.update(all_index, all_feats, self.gamma)
+        loss, terms = self._loss(feats, index)
+        if not write_first:
+            self.memory.update(all_index, all_feats, self.gamma)
         self._epoch_images += x.shape[0]
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         for key, value in terms.items():
             self.log(f"train/{key}", value, on_step=False, on_epoch=True)
         return loss
+
+    def _loss(self, feats: Tensor, index: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        c = self.loss_cfg
+        if c.name == "mmcl":
+            pos, neg = mmcl_terms(feats, self.memory.features, index, self.positives, r=c.neg_ratio)
+            loss = (c.delta * pos + neg).mean()
+            return loss, {"loss_pos": pos.mean().detach(), "loss_neg": neg.mean().detach()}
+        return binomial_deviance_loss(
+            feats,
+            self.memory.features,
+            index,
+            self.positives,
+            delta=c.delta,
+            alpha=c.alpha,
+            margin_pos=c.margin_pos,
+            margin_neg=c.margin_neg,
+            neg_ratio=c.neg_ratio,
+        )
 
     def on_train_epoch_end(self) -> None:
         elapsed = time.perf_counter() - self._epoch_t0
@@ -220,6 +253,11 @@ class CNNModule(L.LightningModule):
         self.history = list(state.get("history", []))
         if "generator" in state and hasattr(self.generator, "load_state_dict"):
             self.generator.load_state_dict(state["generator"])
+
+
+def _override(generator: Any, positives: PositiveSets) -> PositiveSets:
+    """Let a generator replace rows it owns (MLCR(+5id): ground truth for the meta images), at every epoch."""
+    return generator.override(positives) if hasattr(generator, "override") else positives
 
 
 def _as(cls: type, value: Any) -> Any:
