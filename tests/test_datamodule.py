@@ -38,6 +38,16 @@ MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Data work runs single-threaded (as in DataLoader workers); tiny ops with 2 OpenMP threads on a busy
+    2-core machine spend most of their time waiting at barriers."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _save(path: Path, colour: tuple[int, int, int] | None, seed: int = 0) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     if colour is None:  # textured image

@@ -82,7 +82,9 @@ def test_hand_computed_protocol_rules():
     #   g4: 0.5, pid 2        -> negative
     #   g5: 0.6, pid 1, cam 2 -> positive
     #   g6: 0.7, pid 0        -> distractor negative
-    # Kept ranking: g2 g3 g4 g5 g6 -> positives at ranks 2 and 4.
+    #   g7: 0.8, pid 3, cam 1 -> negative
+    # Kept ranking: g2 g3 g4 g5 g6 g7 -> positives at ranks 2 and 4. (Keeping junk would give ranks 3, 5;
+    # dropping distractors 1, 3; keeping g0 1, 3, 5: each rule changes the numbers below.)
     # Rank-1 = 0, Rank-5 = 1; AP = (1/2 + 2/4) / 2 = 0.5; INP = 2 / 4 = 0.5.
     # Query 2: pid 3, camera 1, only g7 (pid 3, cam 1) shares its pid -> no valid match: skipped.
     gfeat = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])[:, None]

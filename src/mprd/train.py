@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,8 @@ def build_datamodule(cfg: DictConfig, mean: tuple[float, ...], std: tuple[float,
         augment=OmegaConf.to_container(d.augment, resolve=True),
         perturb=OmegaConf.to_container(d.perturb, resolve=True),
         in_memory=d.in_memory,
+        batched_augment=d.get("batched_augment", False),
+        device_augment=d.get("device_augment", False),
         seed=cfg.seed,
     )
 
@@ -149,6 +152,24 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    metrics_file = output_dir / "metrics.json"
+    if cfg.get("skip_if_done") and metrics_file.is_file():
+        log.info("%s already holds metrics.json: skipping (FORCE=1 reruns it)", output_dir)
+        return json.loads(metrics_file.read_text())
+    if metrics_file.is_file():  # a forced rerun: keep the earlier result beside the new one
+        keep = metrics_file.with_name(f"metrics.{int(metrics_file.stat().st_mtime)}.json")
+        metrics_file.rename(keep)
+        log.warning("kept the earlier metrics as %s", keep)
+    ckpt_path = cfg.ckpt_path
+    last = output_dir / "checkpoints" / "last.ckpt"
+    if ckpt_path is None and cfg.get("auto_resume") and last.is_file():
+        log.info("resuming from %s", last)
+        ckpt_path = str(last)
+    elif last.is_file() and ckpt_path is None:
+        # a fresh run in a folder holding an earlier run's checkpoint: keep it, never overwrite it
+        keep = last.with_name(f"last.{int(last.stat().st_mtime)}.ckpt")
+        last.rename(keep)
+        log.warning("kept the earlier checkpoint as %s", keep)
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
 
@@ -169,7 +190,9 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer, logger=build_loggers(cfg, output_dir), callbacks=callbacks, default_root_dir=str(output_dir)
     )
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    log.info("training %s (artefact %s, row %s, seed %s) -> %s", cfg.method.name, cfg.get("artefact"), cfg.get("row"), cfg.seed, output_dir)
+    t0 = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     if stop_after and trainer.current_epoch < cfg.max_epochs:
         return {"interrupted_after_epochs": trainer.current_epoch}
     if not model.history or model.history[-1]["epoch"] != cfg.max_epochs:
@@ -178,6 +201,12 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     record = {
         "method": cfg.method.name,
         "dataset": cfg.dataset.name,
+        "row": cfg.get("row") or cfg.method.name,
+        "artefact": cfg.get("artefact"),
+        "preset": cfg.get("preset_name"),
+        "sweep": OmegaConf.to_container(cfg.sweep, resolve=True) if cfg.get("sweep") else None,
+        "backbone": cfg.backbone.name,
+        "wall_time_s": time.perf_counter() - t0,
         "seed": int(cfg.seed),
         "commit": git_commit(),
         "final": {k: v for k, v in model.history[-1].items() if k != "epoch"},
@@ -185,12 +214,19 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         "train_log": _epoch_log(trainer),
         "dataset_statistics": stats,
     }
-    (output_dir / "metrics.json").write_text(json.dumps(record, indent=2))
+    _write_atomic(metrics_file, json.dumps(record, indent=2))
     log.info("final: %s", record["final"])
     for lg in trainer.loggers:
         if hasattr(lg, "experiment") and lg.__class__.__name__ == "WandbLogger":
             lg.experiment.finish()
     return record
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """metrics.json appears complete or not at all (skip_if_done relies on it)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def _epoch_log(trainer: L.Trainer) -> dict[str, float]:

@@ -240,7 +240,7 @@ _HAIR_STYLES = ("short", "long", "ponytail", "cropped")
 _BAGS = ("none", "backpack", "shoulder", "handbag")
 
 
-_CUM: dict[tuple, tuple[list[float], list]] = {}
+_CUM: dict[tuple, list[float]] = {}  # cumulative probabilities per weight tuple
 
 
 def _choose(rng: np.random.Generator, probs: Sequence[float]) -> int:
@@ -248,8 +248,8 @@ def _choose(rng: np.random.Generator, probs: Sequence[float]) -> int:
     key = tuple(probs)
     if key not in _CUM:
         c = np.cumsum(probs)
-        _CUM[key] = ((c / c[-1]).tolist(), [])
-    return min(bisect.bisect_right(_CUM[key][0], rng.random()), len(probs) - 1)
+        _CUM[key] = (c / c[-1]).tolist()
+    return min(bisect.bisect_right(_CUM[key], rng.random()), len(probs) - 1)
 
 
 def _pick(rng: np.random.Generator, palette: list, skew: float, jitter: float, exclude: str | None = None):
@@ -409,7 +409,7 @@ def sample_cameras(cfg: SyntheticConfig) -> list[Camera]:
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cell: int) -> np.ndarray:
     """Zero-mean, unit-ish noise varying over `cell` pixels (a small Gaussian field upsampled bicubically)."""
     small = rng.normal(0, 1, (max(2, shape[0] // cell), max(2, shape[1] // cell))).astype(np.float32)
-    img = Image.fromarray(small, "F").resize((shape[1], shape[0]), Image.BICUBIC)
+    img = Image.fromarray(small).resize((shape[1], shape[0]), Image.BICUBIC)  # float32 -> mode "F"
     return np.asarray(img, np.float32)
 
 
@@ -463,82 +463,103 @@ def _draw_clutter(d: ImageDraw.ImageDraw, rng: np.random.Generator, hz: float, n
             d.rectangle([x, base - 200, x + 44, base - 140], fill=_jit(rng, (200, 200, 190), 40))
 
 
+def _scene_street(d: ImageDraw.ImageDraw, rng: np.random.Generator, hz: float, vx: float) -> None:
+    """A facade with windows above a paved walkway."""
+    facade = _jit(rng, [(150, 82, 62), (192, 176, 150), (142, 142, 140), (212, 206, 196)][rng.integers(4)])
+    d.rectangle([0, 0, _SCENE_W, hz], fill=facade)
+    win = _jit(rng, (44, 52, 62))
+    for y0 in np.arange(20, hz - 60, 95):
+        for x0 in np.arange(rng.uniform(0, 40), _SCENE_W, 110):
+            d.rectangle([x0, y0, x0 + 58, y0 + 62], fill=_jit(rng, (200, 200, 195), 8))
+            d.rectangle([x0 + 5, y0 + 5, x0 + 53, y0 + 57], fill=_jit(rng, win, 10))
+    d.rectangle([0, hz - 14, _SCENE_W, hz], fill=_jit(rng, (90, 90, 90)))
+    d.rectangle([0, hz, _SCENE_W, _SCENE_H], fill=_jit(rng, (150, 150, 146)))
+    _floor_lines(d, rng, hz, (120, 120, 118, 255), 60, vx)
+
+
+def _scene_park(d: ImageDraw.ImageDraw, rng: np.random.Generator, hz: float, vx: float) -> None:
+    """Trees and a lawn behind a gravel path."""
+    d.rectangle([0, 0, _SCENE_W, hz], fill=_jit(rng, (205, 212, 215)))
+    d.rectangle([0, hz - 45, _SCENE_W, hz], fill=_jit(rng, (88, 128, 62)))
+    for _ in range(40):
+        x, r = rng.uniform(-50, _SCENE_W), rng.uniform(40, 95)
+        d.rectangle([x - 6, hz - 90, x + 6, hz - 30], fill=(70, 52, 38))
+        d.ellipse([x - r, hz - 60 - 2.2 * r, x + r, hz - 60], fill=_jit(rng, (52, 88, 48), 14))
+    for _ in range(20):
+        x = rng.uniform(0, _SCENE_W)
+        d.ellipse([x - 50, hz - 40, x + 50, hz + 8], fill=_jit(rng, (62, 100, 52), 12))
+    d.rectangle([0, hz, _SCENE_W, _SCENE_H], fill=_jit(rng, (188, 172, 140)))
+
+
+def _scene_mall(d: ImageDraw.ImageDraw, rng: np.random.Generator, hz: float, vx: float) -> None:
+    """A glass shop front with mullions, reflections and signs over a polished tiled floor."""
+    d.rectangle([0, 0, _SCENE_W, hz], fill=_jit(rng, (62, 78, 88)))
+    for x0 in np.arange(rng.uniform(0, 60), _SCENE_W, 125):
+        d.rectangle([x0, 0, x0 + 10, hz], fill=(190, 192, 195))
+        d.polygon([(x0 + 30, 0), (x0 + 60, 0), (x0 + 20, hz), (x0 + 12, hz)], fill=(255, 255, 255, 28))
+    for x0 in np.arange(rng.uniform(0, 200), _SCENE_W, 330):
+        sign = [(200, 40, 40), (240, 200, 40), (40, 90, 180)][rng.integers(3)]
+        d.rectangle([x0, 20, x0 + 160, 55], fill=_jit(rng, sign, 20))
+    d.rectangle([0, hz, _SCENE_W, _SCENE_H], fill=_jit(rng, (214, 208, 198)))
+    _floor_lines(d, rng, hz, (170, 165, 158, 255), 110, vx)
+
+
+def _scene_plaza(d: ImageDraw.ImageDraw, rng: np.random.Generator, hz: float, vx: float) -> None:
+    """A concrete wall with stairs and planters over large slabs."""
+    d.rectangle([0, 0, _SCENE_W, hz], fill=_jit(rng, (172, 168, 160)))
+    for y in np.arange(hz - 120, hz, 14):  # stairs behind
+        d.line([(0, y), (_SCENE_W, y)], fill=_jit(rng, (120, 118, 112), 5), width=3)
+    for x0 in np.arange(rng.uniform(0, 100), _SCENE_W, 260):
+        d.rectangle([x0, hz - 60, x0 + 90, hz + 10], fill=_jit(rng, (130, 120, 100)))
+        d.ellipse([x0 - 10, hz - 110, x0 + 100, hz - 40], fill=_jit(rng, (60, 100, 50), 15))
+    d.rectangle([0, hz, _SCENE_W, _SCENE_H], fill=_jit(rng, (192, 190, 182)))
+    _floor_lines(d, rng, hz, (150, 148, 140, 255), 150, vx)
+
+
+def _scene_parking(d: ImageDraw.ImageDraw, rng: np.random.Generator, hz: float, vx: float) -> None:
+    """Parked cars and painted bays on asphalt in front of a low building."""
+    d.rectangle([0, 0, _SCENE_W, hz], fill=_jit(rng, (160, 166, 170)))
+    d.rectangle([0, 30, _SCENE_W, hz - 50], fill=_jit(rng, (120, 112, 104)))
+    d.rectangle([0, hz, _SCENE_W, _SCENE_H], fill=_jit(rng, (84, 84, 86)))
+    for x0 in np.arange(rng.uniform(0, 80), _SCENE_W, 230):
+        line = [(x0 - 90, _SCENE_H), (x0 - 70, hz + 20), (x0 - 62, hz + 20), (x0 - 78, _SCENE_H)]
+        d.polygon(line, fill=(220, 220, 210))
+        car = [(180, 30, 30), (220, 220, 220), (30, 30, 35), (40, 70, 140), (150, 150, 150)][rng.integers(5)]
+        car = _jit(rng, car, 15)
+        d.rounded_rectangle([x0, hz - 95, x0 + 200, hz + 5], radius=25, fill=car)
+        d.rounded_rectangle([x0 + 35, hz - 135, x0 + 165, hz - 80], radius=20, fill=car)
+        d.rectangle([x0 + 48, hz - 125, x0 + 152, hz - 88], fill=(40, 50, 60))
+        for wx in (x0 + 40, x0 + 160):
+            d.ellipse([wx - 22, hz - 20, wx + 22, hz + 22], fill=(20, 20, 20))
+
+
+def _scene_walkway(d: ImageDraw.ImageDraw, rng: np.random.Generator, hz: float, vx: float) -> None:
+    """A covered walkway with pillars and a railing, as on many campus cameras."""
+    d.rectangle([0, 0, _SCENE_W, hz], fill=_jit(rng, (150, 150, 148)))
+    d.rectangle([0, 0, _SCENE_W, 60], fill=_jit(rng, (56, 56, 60)))
+    for x in np.arange(0, _SCENE_W, 9):
+        d.line([(x, hz - 85), (x, hz)], fill=(95, 95, 98), width=2)
+    d.rectangle([0, hz - 92, _SCENE_W, hz - 82], fill=(110, 110, 112))
+    for x0 in np.arange(rng.uniform(0, 100), _SCENE_W, 380):
+        d.rectangle([x0, 0, x0 + 70, hz + 20], fill=_jit(rng, (196, 194, 188)))
+    d.rectangle([0, hz, _SCENE_W, _SCENE_H], fill=_jit(rng, [(150, 96, 82), (128, 128, 130)][rng.integers(2)]))
+    _floor_lines(d, rng, hz, (105, 80, 70, 255), 50, vx)
+
+
+_SCENE_PAINTERS = {"street": _scene_street, "park": _scene_park, "mall": _scene_mall, "plaza": _scene_plaza,
+                   "parking": _scene_parking, "walkway": _scene_walkway}
+
+
 def _render_scene(cam: Camera, seed: int) -> Image.Image:
     """The camera's backdrop (wide, so each track walks across a different part of it)."""
     rng = _rng(seed, _K_SCENE, cam.index)
-    hz = cam.horizon
     img = Image.new("RGB", (_SCENE_W, _SCENE_H))
     d = ImageDraw.Draw(img, "RGBA")
-    vx = rng.uniform(0.2, 0.8) * _SCENE_W
-    if cam.scene == "street":
-        facade = _jit(rng, [(150, 82, 62), (192, 176, 150), (142, 142, 140), (212, 206, 196)][rng.integers(4)])
-        d.rectangle([0, 0, _SCENE_W, hz], fill=facade)
-        win = _jit(rng, (44, 52, 62))
-        for y0 in np.arange(20, hz - 60, 95):
-            for x0 in np.arange(rng.uniform(0, 40), _SCENE_W, 110):
-                d.rectangle([x0, y0, x0 + 58, y0 + 62], fill=_jit(rng, (200, 200, 195), 8))
-                d.rectangle([x0 + 5, y0 + 5, x0 + 53, y0 + 57], fill=_jit(rng, win, 10))
-        d.rectangle([0, hz - 14, _SCENE_W, hz], fill=_jit(rng, (90, 90, 90)))
-        d.rectangle([0, hz, _SCENE_W, _SCENE_H], fill=_jit(rng, (150, 150, 146)))
-        _floor_lines(d, rng, hz, (120, 120, 118, 255), 60, vx)
-    elif cam.scene == "park":
-        d.rectangle([0, 0, _SCENE_W, hz], fill=_jit(rng, (205, 212, 215)))
-        d.rectangle([0, hz - 45, _SCENE_W, hz], fill=_jit(rng, (88, 128, 62)))
-        for _ in range(40):
-            x, r = rng.uniform(-50, _SCENE_W), rng.uniform(40, 95)
-            d.rectangle([x - 6, hz - 90, x + 6, hz - 30], fill=(70, 52, 38))
-            d.ellipse([x - r, hz - 60 - 2.2 * r, x + r, hz - 60], fill=_jit(rng, (52, 88, 48), 14))
-        for _ in range(20):
-            x = rng.uniform(0, _SCENE_W)
-            d.ellipse([x - 50, hz - 40, x + 50, hz + 8], fill=_jit(rng, (62, 100, 52), 12))
-        d.rectangle([0, hz, _SCENE_W, _SCENE_H], fill=_jit(rng, (188, 172, 140)))
-    elif cam.scene == "mall":
-        d.rectangle([0, 0, _SCENE_W, hz], fill=_jit(rng, (62, 78, 88)))
-        for x0 in np.arange(rng.uniform(0, 60), _SCENE_W, 125):
-            d.rectangle([x0, 0, x0 + 10, hz], fill=(190, 192, 195))
-            d.polygon([(x0 + 30, 0), (x0 + 60, 0), (x0 + 20, hz), (x0 + 12, hz)], fill=(255, 255, 255, 28))
-        for x0 in np.arange(rng.uniform(0, 200), _SCENE_W, 330):
-            sign = [(200, 40, 40), (240, 200, 40), (40, 90, 180)][rng.integers(3)]
-            d.rectangle([x0, 20, x0 + 160, 55], fill=_jit(rng, sign, 20))
-        d.rectangle([0, hz, _SCENE_W, _SCENE_H], fill=_jit(rng, (214, 208, 198)))
-        _floor_lines(d, rng, hz, (170, 165, 158, 255), 110, vx)
-    elif cam.scene == "plaza":
-        wall = _jit(rng, (172, 168, 160))
-        d.rectangle([0, 0, _SCENE_W, hz], fill=wall)
-        for y in np.arange(hz - 120, hz, 14):  # stairs behind
-            d.line([(0, y), (_SCENE_W, y)], fill=_jit(rng, (120, 118, 112), 5), width=3)
-        for x0 in np.arange(rng.uniform(0, 100), _SCENE_W, 260):
-            d.rectangle([x0, hz - 60, x0 + 90, hz + 10], fill=_jit(rng, (130, 120, 100)))
-            d.ellipse([x0 - 10, hz - 110, x0 + 100, hz - 40], fill=_jit(rng, (60, 100, 50), 15))
-        d.rectangle([0, hz, _SCENE_W, _SCENE_H], fill=_jit(rng, (192, 190, 182)))
-        _floor_lines(d, rng, hz, (150, 148, 140, 255), 150, vx)
-    elif cam.scene == "parking":
-        d.rectangle([0, 0, _SCENE_W, hz], fill=_jit(rng, (160, 166, 170)))
-        d.rectangle([0, 30, _SCENE_W, hz - 50], fill=_jit(rng, (120, 112, 104)))
-        d.rectangle([0, hz, _SCENE_W, _SCENE_H], fill=_jit(rng, (84, 84, 86)))
-        for x0 in np.arange(rng.uniform(0, 80), _SCENE_W, 230):
-            line = [(x0 - 90, _SCENE_H), (x0 - 70, hz + 20), (x0 - 62, hz + 20), (x0 - 78, _SCENE_H)]
-            d.polygon(line, fill=(220, 220, 210))
-            car = [(180, 30, 30), (220, 220, 220), (30, 30, 35), (40, 70, 140), (150, 150, 150)][rng.integers(5)]
-            car = _jit(rng, car, 15)
-            d.rounded_rectangle([x0, hz - 95, x0 + 200, hz + 5], radius=25, fill=car)
-            d.rounded_rectangle([x0 + 35, hz - 135, x0 + 165, hz - 80], radius=20, fill=car)
-            d.rectangle([x0 + 48, hz - 125, x0 + 152, hz - 88], fill=(40, 50, 60))
-            for wx in (x0 + 40, x0 + 160):
-                d.ellipse([wx - 22, hz - 20, wx + 22, hz + 22], fill=(20, 20, 20))
-    else:  # covered walkway with pillars and a railing, as on many campus cameras
-        d.rectangle([0, 0, _SCENE_W, hz], fill=_jit(rng, (150, 150, 148)))
-        d.rectangle([0, 0, _SCENE_W, 60], fill=_jit(rng, (56, 56, 60)))
-        for x in np.arange(0, _SCENE_W, 9):
-            d.line([(x, hz - 85), (x, hz)], fill=(95, 95, 98), width=2)
-        d.rectangle([0, hz - 92, _SCENE_W, hz - 82], fill=(110, 110, 112))
-        for x0 in np.arange(rng.uniform(0, 100), _SCENE_W, 380):
-            d.rectangle([x0, 0, x0 + 70, hz + 20], fill=_jit(rng, (196, 194, 188)))
-        d.rectangle([0, hz, _SCENE_W, _SCENE_H], fill=_jit(rng, [(150, 96, 82), (128, 128, 130)][rng.integers(2)]))
-        _floor_lines(d, rng, hz, (105, 80, 70, 255), 50, vx)
-    _draw_clutter(d, rng, hz, int(rng.integers(4, 10)))
+    vx = rng.uniform(0.2, 0.8) * _SCENE_W  # vanishing point of the floor joints
+    _SCENE_PAINTERS[cam.scene](d, rng, cam.horizon, vx)
+    _draw_clutter(d, rng, cam.horizon, int(rng.integers(4, 10)))
     if rng.random() < 0.5:  # a cast shadow across the floor
-        x0 = rng.uniform(0, _SCENE_W)
+        x0, hz = rng.uniform(0, _SCENE_W), cam.horizon
         d.polygon([(x0, hz), (x0 + 400, hz), (x0 + 900, _SCENE_H), (x0 + 200, _SCENE_H)], fill=(0, 0, 0, 60))
     arr = np.asarray(img, np.float32) * _scene_texture(rng)
     # Built environments are mostly grey: pull the scene towards grey (the camera adds its own cast), and let
@@ -734,25 +755,27 @@ def _arm(pen: _Pen, p: Identity, pts: Sequence[tuple[float, float]], f: float) -
 
 
 def _handbag(pen: _Pen, p: Identity, hand: tuple[float, float]) -> None:
+    """A small bag hanging from the hand, with its handle."""
     u, v = hand
     pen.poly([(u - 0.04, v + 0.05), (u + 0.04, v + 0.05), (u + 0.05, v + 0.14), (u - 0.05, v + 0.14)], p.bag_colour)
     pen.limb((u - 0.02, v + 0.05), (u, v + 0.01), 0.01, 0.01, _mul(p.bag_colour, 0.7))
 
 
-def _draw_front_back(pen, p, view, phase, legs, up_col, low_col, cut, w) -> None:
+def _draw_front_back(pen: _Pen, p: Identity, view: int, phase: float, legs, up_col, low_col, cut: float,
+                     w: float) -> None:
+    """Front or back view: legs, hips, torso, bag, arms, head (back: a backpack shows, a logo does not)."""
     front = view == FRONT
-    sh, hw = 0.15 * w, 0.124 * w
-    f = 1.0
+    sh, hw = 0.15 * w, 0.124 * w  # half widths of shoulders and hips
     for hip, ank in legs:
         top_w, bot_w = 0.115 * w, 0.075
         if cut >= 1.5:
-            pen.limb(hip, ank, top_w, bot_w, _mul(up_col, f))
+            pen.limb(hip, ank, top_w, bot_w, up_col)
         else:
-            pen.limb(hip, ank, 0.085, 0.062, _mul(low_col, f))
+            pen.limb(hip, ank, 0.085, 0.062, low_col)
             if cut > 0:
                 knee = (hip[0] + (ank[0] - hip[0]) * 0.38, cut)
-                pen.limb(hip, knee, top_w, 0.09 * w, _mul(up_col, f))
-        pen.ellipse(ank[0], ank[1] + 0.018, 0.04, 0.025, _mul(p.shoes, f))
+                pen.limb(hip, knee, top_w, 0.09 * w, up_col)
+        pen.ellipse(ank[0], ank[1] + 0.018, 0.04, 0.025, p.shoes)
     if p.lower_type == "skirt":
         pen.poly([(-hw, 0.46), (hw, 0.46), (hw * 1.5, 0.7), (-hw * 1.5, 0.7)], p.lower)
     else:
@@ -776,9 +799,9 @@ def _draw_front_back(pen, p, view, phase, legs, up_col, low_col, cut, w) -> None
     swing = 0.03 * math.sin(phase)
     hands = []
     for s in (-1, 1):
-        k = s * swing  # sleeves a shade darker than the chest: the arms turn away from the light
-        pts = [(s * (sh - 0.03), 0.2), (s * (sh - 0.006), 0.34 - max(0, k)), (s * (sh - 0.016), 0.48 - 1.5 * max(0, k))]
-        _arm(pen, p, pts, 0.86)
+        k = max(0.0, s * swing)  # an arm swung towards or away from the camera looks shorter
+        pts = [(s * (sh - 0.03), 0.2), (s * (sh - 0.006), 0.34 - k), (s * (sh - 0.016), 0.48 - 1.5 * k)]
+        _arm(pen, p, pts, 0.86)  # sleeves a shade darker than the chest: the arms turn away from the light
         hands.append(pts[2])
     if p.bag == "shoulder":
         box = _box(pen, bag_u * 0.12, 0.42, bag_u * 0.23, 0.54)
@@ -795,7 +818,8 @@ def _box(pen: _Pen, u0: float, v0: float, u1: float, v1: float) -> list[float]:
     return [min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)]
 
 
-def _draw_side(pen, p, phase, legs, up_col, low_col, cut) -> None:
+def _draw_side(pen: _Pen, p: Identity, phase: float, legs, up_col, low_col, cut: float) -> None:
+    """Side view facing +u: far limbs darker and behind, a backpack sticks out behind, a shoulder bag at the hip."""
     w = p.width
     near_side = 1 if pen.m == 1 else -1  # walking right shows the person's right side
     bag_near = p.bag_side == near_side
@@ -1236,7 +1260,7 @@ def render_styles(plan: Plan, shot: Shot, styles: Sequence[int]) -> list[np.ndar
     cam = plan.cameras[shot.cam]
     light = (1.0 - cam.shade / (1.0 + np.exp(np.sign(cam.light) * xs)))[None, :, None]
     # Folds and creases: a smooth brightness field over the people that changes from frame to frame.
-    folds = Image.fromarray(plan.noise(shot.frame_key + (-1,))[:16, :8, 0].copy(), "F").resize((w, h), Image.BICUBIC)
+    folds = Image.fromarray(plan.noise(shot.frame_key + (-1,))[:16, :8, 0].copy()).resize((w, h), Image.BICUBIC)
     fg_rgb = fg[..., :3] * light * (1.0 + 0.1 * np.asarray(folds, np.float32))[..., None]
     out = []
     for st in styles:
@@ -1475,7 +1499,7 @@ def contact_sheet(folder: str | Path, out_png: str | Path, n_ids: int = 5, real_
                 sheet.paste(im, (lw + c * (cell_w + pad), y))
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out_png)
+    sheet.quantize(256).save(out_png, optimize=True)  # a 256-colour palette halves the PNG (noise compresses badly)
     return out_png
 
 

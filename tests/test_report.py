@@ -1,0 +1,287 @@
+"""Report generator (mprd.report) and the transcribed paper numbers (experiments/paper_numbers.yaml)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mprd import report
+from mprd.report import RunFileError, Skipped, aggregate, collect_runs, load_paper, load_run, render_markdown
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def paper() -> dict:
+    return load_paper()
+
+
+def rows_of(paper: dict, table: str) -> dict[str, dict]:
+    return {row["key"]: row for row in paper["tables"][table]["rows"]}
+
+
+def write_run(root: Path, name: str, row: str | None, seed: int, rank1: float, mAP: float, **extra) -> Path:
+    """A fake run folder with a metrics.json in the format written by mprd.train."""
+    folder = root / name
+    folder.mkdir(parents=True)
+    rec = {
+        "method": extra.pop("method", row or "knn"),
+        "dataset": extra.pop("dataset", "synthetic"),
+        "seed": seed,
+        "commit": extra.pop("commit", "abc1234"),
+        "final": {"rank1": rank1, "rank5": rank1 + 10, "rank10": rank1 + 20, "mAP": mAP, "mINP": mAP / 2},
+        "per_epoch": [],
+        "train_log": extra.pop("train_log", {}),
+        "dataset_statistics": {},
+        "preset": extra.pop("preset", "cpu"),
+    }
+    if row is not None:
+        rec["row"] = row
+    rec.update(extra)
+    (folder / "metrics.json").write_text(json.dumps(rec))
+    return folder / "metrics.json"
+
+
+@pytest.fixture
+def runs_dir(tmp_path: Path) -> Path:
+    """knn x2 seeds (hand-computable mean/std), single, super, mprd; mprd_nocam missing; one malformed file."""
+    root = tmp_path / "runs"
+    log0 = {"labels/pair_precision": 0.6, "labels/pair_recall": 0.3}
+    log1 = {"labels/pair_precision": 0.8, "labels/pair_recall": 0.5}
+    write_run(root, "knn/s0", "knn", 0, 40.0, 20.0, train_log=log0, artefact="table1")
+    write_run(root, "knn/s1", "knn", 1, 44.0, 23.0, train_log=log1, artefact="table1")
+    write_run(root, "single/s0", "single", 0, 10.0, 5.0)
+    write_run(root, "super/s0", "super", 0, 70.0, 50.0)
+    write_run(root, "mprd/s0", None, 0, 55.0, 30.0, method="mprd")  # no `row`: falls back to `method`
+    write_run(root, "fig4/mu0.3/s0", "mprd", 0, 48.0, 26.0, artefact="fig4", sweep={"mu": 0.3})
+    write_run(root, "fig4/mu0.3/s1", "mprd", 1, 50.0, 28.0, artefact="fig4", sweep={"mu": 0.3})
+    write_run(root, "fig4/mu0.7/s0", "mprd", 0, 45.0, 25.0, artefact="fig4", sweep={"method.mu": 0.7})
+    bad = root / "broken" / "metrics.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text('{"method": "ss", "final": {"rank1": 3')
+    return root
+
+
+# ------------------------------------------------------------------------------------ paper numbers
+
+
+def test_table1_values_match_spec(paper: dict) -> None:
+    t1 = rows_of(paper, "table1")
+    assert list(t1) == ["super", "knn", "ss", "mplp", "mprd_wo", "mprd_nocam", "mprd", "single"]
+    assert [r["display"] for r in t1.values()] == ["Super.", "KNN", "SS", "MPLP*", "MPRD w/o", "MPRD#", "MPRD", "Single"]
+    assert t1["mprd"]["market1501"] == {"rank1": 83.0, "mAP": 51.1}
+    assert t1["single"]["market1501"] == {"rank1": 46.1, "mAP": 15.5}
+    assert t1["super"]["market1501"] == {"rank1": 87.0, "mAP": 68.5}
+    assert t1["mprd"]["dukemtmc"] == {"rank1": 67.4, "mAP": 43.7}
+    assert t1["mprd_nocam"]["dukemtmc"] == {"rank1": 57.4, "mAP": 36.7}
+
+
+def test_table2_and_table4_values(paper: dict) -> None:
+    t2 = rows_of(paper, "table2")
+    assert list(t2) == ["mlcr", "mlcr_5id", "mprd_0id", "mprd"]
+    assert t2["mlcr_5id"]["display"] == "MLCR(+5id)*"
+    assert t2["mprd_0id"]["dukemtmc"] == {"rank1": 65.6, "mAP": 40.1}
+    t4 = rows_of(paper, "table4")
+    assert list(t4) == ["mlcr", "jvtc", "mprd"]
+    assert t4["mprd"]["msmt17"] == {"rank1": 37.7, "rank5": 51.3, "rank10": 57.1, "mAP": 14.6}
+
+
+def test_cross_table_consistency(paper: dict) -> None:
+    """Invariants stated by the papers: shared rows carry the same numbers in every table."""
+    t1, t2, t3, t4 = (rows_of(paper, t) for t in ("table1", "table2", "table3", "table4"))
+    base = rows_of(paper, "baselines")
+    for ds in ("market1501", "dukemtmc"):
+        for m in ("rank1", "mAP"):
+            assert t3["mprd"][ds][m] == t1["mprd"][ds][m] == t2["mprd"][ds][m]
+        assert t3["sslr"][ds] == base["sslr"][ds]  # MPRD Tab. 3 SSLR = SSLR Tab. 1 "Ours"
+        assert t3["mlcr"][ds] == base["mlcr"][ds]  # MPRD Tab. 3 MLCR = MLCR Tab. 4 "Ours"
+    assert t4["mlcr"]["msmt17"] == base["mlcr"]["msmt17"]  # MPRD Tab. 4 MLCR = MLCR Tab. 5
+    ref = paper["sweeps"]["fig4"]["reference_points"][0]
+    assert (ref["row"], ref["x"]) == ("mprd", 0.5) and ref["market1501"] == t1["mprd"]["market1501"]
+
+
+def test_table3_rows_and_literature_flags(paper: dict) -> None:
+    t3 = rows_of(paper, "table3")
+    assert list(t3) == ["lomo", "bow", "buc", "dbc", "tssl", "sslr", "mlcr", "jvtc", "mprd"]
+    assert [k for k, r in t3.items() if not r.get("literature")] == ["mprd"]
+    assert t3["tssl"]["market1501"] == {"rank1": 71.2, "rank5": None, "rank10": None, "mAP": 43.3}
+    assert t3["jvtc"]["dukemtmc"] == {"rank1": 67.6, "rank5": 78.0, "rank10": 81.6, "mAP": 42.2}
+
+
+# ------------------------------------------------------------------------------------------ loading
+
+
+def test_collect_runs_skips_malformed_with_reason(runs_dir: Path) -> None:
+    skipped: list[Skipped] = []
+    with pytest.warns(UserWarning, match="broken"):
+        runs = collect_runs(runs_dir, skipped)
+    assert len(runs) == 8
+    assert [s.path for s in skipped] == [runs_dir / "broken" / "metrics.json"]
+    assert "not valid JSON" in skipped[0].reason
+    assert {r["row"] for r in runs} == {"knn", "single", "super", "mprd"}
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        ({"method": "knn", "dataset": "synthetic", "seed": 0}, "no 'final' metrics"),
+        ({"method": "knn", "dataset": "synthetic", "seed": 0, "final": {"rank1": 3.0}}, "lacks mAP"),
+        ({"method": "knn", "dataset": "synthetic", "seed": 0, "final": {"rank1": 150.0, "mAP": 1.0}}, "outside"),
+        ({"method": "knn", "dataset": "synthetic", "seed": "0", "final": {"rank1": 1.0, "mAP": 1.0}}, "'seed'"),
+        ([1, 2], "expected a JSON object"),
+    ],
+)
+def test_load_run_errors_name_the_file(tmp_path: Path, payload: object, reason: str) -> None:
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps(payload))
+    with pytest.raises(RunFileError, match=reason) as info:
+        load_run(path)
+    assert str(path) in str(info.value)
+
+
+# --------------------------------------------------------------------------------------- aggregation
+
+
+def _runs(runs_dir: Path) -> list[dict]:
+    with pytest.warns(UserWarning):
+        return collect_runs(runs_dir)
+
+
+def test_table1_aggregate_against_hand_values(runs_dir: Path, paper: dict) -> None:
+    df = aggregate(_runs(runs_dir), "table1", paper=paper).set_index("key")
+    assert list(df.index) == ["super", "knn", "ss", "mplp", "mprd_wo", "mprd_nocam", "mprd", "single"]
+    knn = df.loc["knn"]
+    assert knn["n"] == 2 and knn["seeds"] == "0,1"
+    assert knn["rank1_mean"] == pytest.approx(42.0) and knn["rank1_std"] == pytest.approx(math.sqrt(8.0))
+    assert knn["mAP_mean"] == pytest.approx(21.5) and knn["mAP_std"] == pytest.approx(math.sqrt(4.5))
+    assert knn["pair_precision"] == pytest.approx(0.7) and knn["pair_recall"] == pytest.approx(0.4)
+    # Δ to our own Single (10 / 5) and Super (70 / 50)
+    assert knn["d_single_rank1"] == pytest.approx(32.0) and knn["d_super_mAP"] == pytest.approx(-28.5)
+    # synthetic: the reference columns are the paper's Market-1501 numbers
+    assert df.attrs["reference_dataset"] == "market1501"
+    assert knn["paper_rank1"] == 72.7 and knn["paper_mAP"] == 35.2 and math.isnan(knn["paper_rank5"])
+    # a row we did not run stays, empty; the row-less run falls back to its method; sweep runs stay out
+    assert df.loc["mprd_nocam", "n"] == 0 and math.isnan(df.loc["mprd_nocam", "rank1_mean"])
+    assert df.loc["mprd", "n"] == 1 and df.loc["mprd", "rank1_mean"] == 55.0 and math.isnan(df.loc["mprd", "rank1_std"])
+    assert df.attrs["n_runs"] == 5 and df.attrs["seeds"] == [0, 1] and df.attrs["presets"] == ["cpu"]
+
+
+def test_shared_mprd_row_feeds_table2_and_table3(runs_dir: Path, paper: dict) -> None:
+    runs = _runs(runs_dir)
+    t2 = aggregate(runs, "table2", paper=paper).set_index("key")
+    assert list(t2.index) == ["mlcr", "mlcr_5id", "mprd_0id", "mprd"]
+    assert t2.loc["mprd", "n"] == 1 and t2.loc["mprd", "paper_mAP"] == 51.1
+    assert t2.loc["mprd", "d_single_rank1"] == pytest.approx(45.0)  # anchors come from Table-1 runs
+    t3 = aggregate(runs, "table3", paper=paper).set_index("key")
+    assert t3.loc["mprd", "paper_rank10"] == 93.6 and t3.loc["lomo", "literature"]
+    assert t3.loc["mprd", "rank10_mean"] == 75.0
+
+
+def test_paper_dataset_uses_its_own_columns(tmp_path: Path, paper: dict) -> None:
+    write_run(tmp_path, "a", "mprd", 0, 60.0, 40.0, dataset="dukemtmc", preset="paper")
+    df = aggregate(collect_runs(tmp_path), "table1", paper=paper).set_index("key")
+    assert df.attrs["reference_dataset"] == "dukemtmc" and df.loc["mprd", "paper_rank1"] == 67.4
+    text = render_markdown(df.reset_index(), date="2000-01-01")
+    assert "not absolute values" not in text and "| Paper Rank-1 |" in text
+
+
+def test_baselines_appends_unknown_rows(tmp_path: Path, paper: dict) -> None:
+    write_run(tmp_path, "u", "uga", 0, 60.0, 40.0)
+    write_run(tmp_path, "f", "foo", 0, 20.0, 10.0)
+    write_run(tmp_path, "k", "knn", 0, 20.0, 10.0)  # claimed by Table 1: not a baseline
+    df = aggregate(collect_runs(tmp_path), "baselines", paper=paper)
+    keys = list(df["key"])
+    assert keys[-1] == "foo" and "knn" not in keys
+    assert keys[: len(paper["tables"]["baselines"]["rows"])] == [r["key"] for r in paper["tables"]["baselines"]["rows"]]
+    uga = df.set_index("key").loc["uga"]
+    assert uga["n"] == 1 and uga["paper_rank1"] == 87.2 and uga["paper_mAP"] == 70.3
+
+
+def test_fig4_sweep_points_and_default(runs_dir: Path, paper: dict) -> None:
+    df = aggregate(_runs(runs_dir), "fig4", paper=paper)
+    assert list(df["x"]) == [0.3, 0.5, 0.7]  # 0.5 = the Table-1 MPRD run (no sweep dict)
+    assert list(df["n"]) == [2, 1, 1]
+    assert df["rank1_mean"].tolist() == pytest.approx([49.0, 55.0, 45.0])
+    assert df.loc[0, "rank1_std"] == pytest.approx(math.sqrt(2.0))
+    assert df.loc[1, "paper_rank1"] == 83.0 and math.isnan(df.loc[0, "paper_rank1"])
+    assert any("0.5" in n for n in df.attrs["notes"])
+    text = render_markdown(df, date="2000-01-01")
+    assert "best Rank-1 at μ = 0.5" in text
+
+
+def test_mixed_datasets_need_a_choice(runs_dir: Path, paper: dict) -> None:
+    write_run(runs_dir, "duke", "knn", 0, 1.0, 1.0, dataset="dukemtmc")
+    with pytest.raises(ValueError, match="span datasets"):
+        aggregate(_runs(runs_dir), "table1", paper=paper)
+
+
+# ---------------------------------------------------------------------------------------- rendering
+
+
+def test_markdown_header_note_and_cells(runs_dir: Path, paper: dict) -> None:
+    skipped: list[Skipped] = []
+    with pytest.warns(UserWarning):
+        runs = collect_runs(runs_dir, skipped)
+    text = render_markdown(aggregate(runs, "table1", paper=paper), skipped, runs_dir, date="2000-01-01")
+    assert "compare orderings and gaps, not absolute values" in text
+    assert "**1 run skipped:**" in text and str(runs_dir / "broken" / "metrics.json") in text
+    assert "**Seeds:** 0, 1" in text and "abc1234" in text and "2000-01-01" in text and "cpu" in text
+    lines = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ")}
+    assert "| 2 | 42.0 ± 2.8 |" in lines["| KNN"] and "| 72.7 | 35.2 |" in lines["| KNN"]
+    assert lines["| MPRD#"].startswith("| MPRD# | 0 | — | — | — | — | 73.0 | 39.3 |")
+    assert "0.700 | 0.400 |" in lines["| KNN"]  # pair precision / recall columns
+    table_rows = [k for k in lines if k not in ("| Row",)]
+    assert table_rows == ["| Super.", "| KNN", "| SS", "| MPLP\\*", "| MPRD w/o", "| MPRD#", "| MPRD", "| Single"]
+
+
+# -------------------------------------------------------------------------------------- files & CLI
+
+
+def test_write_output_keeps_differing_file(tmp_path: Path) -> None:
+    path = tmp_path / "r.md"
+    assert report.write_output(path, b"- **Date:** 2000-01-01\nA\n").startswith("wrote")
+    assert "unchanged" in report.write_output(path, b"- **Date:** 2001-02-03\nA\n")  # only the date moved
+    assert list(tmp_path.glob("*.bak")) == []
+    status = report.write_output(path, b"- **Date:** 2001-02-03\nB\n")
+    (backup,) = tmp_path.glob("r.md.*.bak")
+    assert str(backup) in status and backup.read_bytes() == b"- **Date:** 2000-01-01\nA\n"
+    assert path.read_bytes().endswith(b"B\n")
+    report.write_output(path, b"C\n")  # a second change in the same second gets its own backup
+    assert len(list(tmp_path.glob("r.md.*.bak"))) == 2
+
+
+def test_main_writes_md_csv_png_and_backs_up(runs_dir: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "results"
+    assert report.main(["table1", "--runs", str(runs_dir), "--out", str(out)]) == 0
+    md, csv, png = (out / f"table1-synthetic.{ext}" for ext in ("md", "csv", "png"))
+    assert "not absolute values" in md.read_text()
+    table = pd.read_csv(csv).set_index("key")
+    assert table.loc["knn", "rank1_mean"] == pytest.approx(42.0) and table.loc["knn", "paper_rank1"] == 72.7
+    data = png.read_bytes()
+    assert data.startswith(PNG_MAGIC)
+    import matplotlib.pyplot as plt
+
+    height, width = plt.imread(png).shape[:2]
+    assert width > 600 and height > 300
+    capsys.readouterr()
+    # a new run changes the report: the old files are kept as .bak and stdout says so
+    write_run(runs_dir, "ss/s0", "ss", 0, 30.0, 15.0)
+    assert report.main(["table1", "--runs", str(runs_dir), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "previous version kept as" in printed
+    assert len(list(out.glob("table1-synthetic.md.*.bak"))) == 1
+    assert len(list(out.glob("table1-synthetic.csv.*.bak"))) == 1
+
+
+def test_main_sweep_plot_and_empty_artefact(runs_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    assert report.main(["fig4", "--runs", str(runs_dir), "--out", str(out)]) == 0
+    assert (out / "fig4-synthetic.png").read_bytes().startswith(PNG_MAGIC)
+    assert report.main(["table4", "--runs", str(runs_dir), "--out", str(out)]) == 1  # nothing ran for it
+    assert report.main(["table4", "--runs", str(runs_dir), "--out", str(out), "--dataset", "msmt17"]) == 0
+    text = (out / "table4-msmt17.md").read_text()
+    assert "| MPRD | 0 | — | — | — | — | 37.7 | 51.3 | 57.1 | 14.6 |" in text
