@@ -72,7 +72,8 @@ def runs_dir(tmp_path: Path) -> Path:
 def test_table1_values_match_spec(paper: dict) -> None:
     t1 = rows_of(paper, "table1")
     assert list(t1) == ["super", "knn", "ss", "mplp", "mprd_wo", "mprd_nocam", "mprd", "single"]
-    assert [r["display"] for r in t1.values()] == ["Super.", "KNN", "SS", "MPLP*", "MPRD w/o", "MPRD#", "MPRD", "Single"]
+    displays = ["Super.", "KNN", "SS", "MPLP*", "MPRD w/o", "MPRD#", "MPRD", "Single"]
+    assert [r["display"] for r in t1.values()] == displays
     assert t1["mprd"]["market1501"] == {"rank1": 83.0, "mAP": 51.1}
     assert t1["single"]["market1501"] == {"rank1": 46.1, "mAP": 15.5}
     assert t1["super"]["market1501"] == {"rank1": 87.0, "mAP": 68.5}
@@ -285,3 +286,40 @@ def test_main_sweep_plot_and_empty_artefact(runs_dir: Path, tmp_path: Path) -> N
     assert report.main(["table4", "--runs", str(runs_dir), "--out", str(out), "--dataset", "msmt17"]) == 0
     text = (out / "table4-msmt17.md").read_text()
     assert "| MPRD | 0 | — | — | — | — | 37.7 | 51.3 | 57.1 | 14.6 |" in text
+
+
+def test_duplicate_seed_and_mixed_presets_are_flagged(tmp_path: Path, paper: dict) -> None:
+    write_run(tmp_path, "a", "knn", 0, 40.0, 20.0, preset="cpu")
+    write_run(tmp_path, "b", "knn", 0, 42.0, 22.0, preset="paper")
+    df = aggregate(collect_runs(tmp_path), "table1", paper=paper)
+    text = render_markdown(df, date="2000-01-01")
+    assert "row knn mixes presets cpu, paper" in text
+    assert "row knn has seed 0 2 times" in text
+    out = tmp_path / "out"
+    assert report.main(["table1", "--runs", str(tmp_path), "--out", str(out), "--preset", "paper", "--no-plot"]) == 0
+    knn = pd.read_csv(out / "table1-synthetic.csv").set_index("key").loc["knn"]
+    assert knn["n"] == 1 and knn["rank1_mean"] == 42.0
+    assert not (out / "table1-synthetic.png").exists()
+
+
+def test_load_paper_names_a_bad_file(tmp_path: Path) -> None:
+    bad = tmp_path / "paper.yaml"
+    bad.write_text("tables:\n  table1:\n    rows:\n      - {display: X}\n")
+    with pytest.raises(ValueError, match=f"{bad}.*'key'"):
+        load_paper(bad)
+    with pytest.raises(ValueError, match="not found"):
+        load_paper(tmp_path / "missing.yaml")
+
+
+def test_sweep_k_with_a_second_swept_key_splits_rows(tmp_path: Path, paper: dict) -> None:
+    """`make sweep-k` writes sweep={min_k, threshold}: x = min_k, one curve per threshold."""
+    for k, t, r1 in ((4, 0.6, 30.0), (8, 0.6, 35.0), (8, 0.7, 20.0)):
+        write_run(tmp_path, f"k{k}-t{t}", "mprd", 0, r1, 10.0, artefact="sweep-k", sweep={"min_k": k, "threshold": t})
+    df = aggregate(collect_runs(tmp_path), "sweep-k", paper=paper)
+    assert list(zip(df["key"], df["x"], df["rank1_mean"], strict=True)) == [
+        ("mprd[threshold=0.6]", 4, 30.0),
+        ("mprd[threshold=0.6]", 8, 35.0),
+        ("mprd[threshold=0.7]", 8, 20.0),
+    ]
+    assert df["paper_rank1"].tolist()[1] == 83.0 and df["paper_rank1"].isna().sum() == 2
+    assert report.render_png(df).startswith(PNG_MAGIC)

@@ -226,6 +226,7 @@ def _call(root: str, queue) -> None:
     queue.put((str(path), read_info(path)["generation_seconds"], os.stat(path / "synthetic.json").st_ino))
 
 
+@pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="needs fork")
 def test_concurrent_callers_generate_once(tmp_path: Path) -> None:
     ctx = mp.get_context("fork")
     queue = ctx.Queue()

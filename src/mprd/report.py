@@ -38,6 +38,8 @@ LABEL_KEYS = {"pair_precision": "labels/pair_precision", "pair_recall": "labels/
 TABLE_ARTEFACTS = ("table1", "table2", "table3", "table4", "baselines")
 SWEEP_ARTEFACTS = ("fig4", "sweep-mu", "sweep-k", "sweep-delta", "sweep-meta-ids")
 ARTEFACTS = TABLE_ARTEFACTS + SWEEP_ARTEFACTS
+# Table 4 is Table 3 on MSMT17: without --dataset it is only written for MSMT17 runs
+ONLY_DATASETS = {"table4": ("msmt17",)}
 REFERENCE_DATASET = "market1501"  # the paper's reference columns on a dataset it does not use
 TITLES = {
     "table1": "MPRD Table 1: pseudo-label generators (all with the BD loss)",
@@ -151,6 +153,7 @@ def load_run(path: str | Path) -> dict[str, Any]:
         "seed": seed,
         "commit": str(rec.get("commit") or "unknown"),
         "preset": rec.get("preset"),
+        "backbone": rec.get("backbone"),
         "artefact": rec.get("artefact"),
         "sweep": sweep,
         "final": {m: _number(final.get(m), f"final.{m}", path) for m in METRICS},
@@ -370,13 +373,23 @@ def _aggregate_sweep(runs: list[dict], artefact: str, dataset: str, paper: dict[
         "paper_metrics": list(spec.get("metrics", ["rank1", "mAP"])),
         "reference_dataset": ref,
         "param": param,
+        "chosen": spec.get("chosen"),
         "notes": infos,
     }
     used = [r for group in points.values() for r in group]
     return _finish(records, used, artefact, dataset, paper, attrs, notes)
 
 
-def _finish(records, used, artefact, dataset, paper, attrs, notes) -> pd.DataFrame:
+def _finish(
+    records: list[dict[str, Any]],
+    used: Sequence[dict[str, Any]],
+    artefact: str,
+    dataset: str,
+    paper: dict[str, Any],
+    attrs: dict[str, Any],
+    notes: list[str],
+) -> pd.DataFrame:
+    """The report frame (COLUMNS, stable for the CSV) with the shared metadata in `df.attrs`."""
     df = pd.DataFrame.from_records(records, columns=COLUMNS)
     unique = {id(r): r for r in used}.values()
     df.attrs.update(attrs)
@@ -390,6 +403,7 @@ def _finish(records, used, artefact, dataset, paper, attrs, notes) -> pd.DataFra
             "seeds": sorted({r["seed"] for r in unique}),
             "presets": sorted({str(r["preset"]) for r in unique if r["preset"] is not None}),
             "commits": sorted({r["commit"] for r in unique}),
+            "backbones": sorted({str(r["backbone"]) for r in unique if r.get("backbone")}),
             "warnings": notes,
         }
     )
@@ -442,8 +456,13 @@ def _fmt_frac(value: float) -> str:
     return "—" if math.isnan(value) else f"{value:.3f}"
 
 
+def _escape(text: str) -> str:
+    """Markdown-safe text: the papers' "*" marks (MPLP*, MLCR*) must not turn into emphasis."""
+    return text.replace("*", "\\*")
+
+
 def _cell(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("*", "\\*")
+    return _escape(str(text).replace("|", "\\|"))
 
 
 def honest_note(df: pd.DataFrame) -> str:
@@ -480,10 +499,11 @@ def _header(df: pd.DataFrame, skipped: Sequence[Skipped], runs_dir: Any, date: s
     lines = [f"# {TITLES[a['artefact']]} — {ds_name}", ""]
     lines += [f"Source: {a['source']}", ""]
     if a["caption"]:
-        lines += ["> " + " ".join(str(a["caption"]).split()), ""]
+        lines += ["> " + _escape(" ".join(str(a["caption"]).split())), ""]
     lines.append(f"- **Dataset:** {a['dataset']}; paper columns: {ref_name}")
     lines.append(f"- {honest_note(df)}")
-    lines.append(f"- **Preset(s):** {', '.join(a['presets']) or 'not recorded'}")
+    backbones = f" · **Backbone(s):** {', '.join(a['backbones'])}" if a["backbones"] else ""
+    lines.append(f"- **Preset(s):** {', '.join(a['presets']) or 'not recorded'}{backbones}")
     seeds = ", ".join(str(s) for s in a["seeds"]) or "none"
     commits = ", ".join(a["commits"]) or "—"
     lines.append(f"- **Seeds:** {seeds} · **Runs used:** {a['n_runs']} · **Commit(s):** {commits}")
@@ -492,7 +512,7 @@ def _header(df: pd.DataFrame, skipped: Sequence[Skipped], runs_dir: Any, date: s
         listed = "; ".join(f"{s.path} ({s.reason})" for s in skipped)
         lines.append(f"- **{len(skipped)} run{'s' if len(skipped) != 1 else ''} skipped:** {listed}")
     if a["paper_note"]:
-        lines.append(f"- **About the paper's numbers:** {' '.join(str(a['paper_note']).split())}")
+        lines.append(f"- **About the paper's numbers:** {_escape(' '.join(str(a['paper_note']).split()))}")
     lines += [f"- Note: {n}" for n in a["notes"]]
     lines += [f"- **Warning:** {w}" for w in a["warnings"]]
     return lines + [""]
@@ -584,7 +604,8 @@ def render_markdown(
     if any(h.startswith("Pair") for h, _ in cols):
         lines.append(
             "Pair precision / recall: final-epoch precision and recall of the pseudo-positive pairs P_i against "
-            "the hidden identities (train_log `labels/pair_precision`, `labels/pair_recall`; fractions, mean over seeds)."
+            "the hidden identities (train_log `labels/pair_precision`, `labels/pair_recall`; fractions, mean over "
+            "seeds)."
         )
     return "\n".join(lines) + "\n"
 
@@ -623,7 +644,7 @@ def render_png(df: pd.DataFrame) -> bytes:
             _bars(ax, df, m, a["dataset"], ref_name)
         else:
             # paper points only on the paper's own dataset: elsewhere they would only squash the curve's scale
-            _lines(ax, df, m, a["param"], ref_name if ref == a["dataset"] else None)
+            _lines(ax, df, m, a["param"], ref_name if ref == a["dataset"] else None, a.get("chosen"))
         ax.set_title(METRIC_NAMES[m])
         ax.set_ylabel(f"{METRIC_NAMES[m]} (%)")
         ax.grid(axis="y", alpha=0.3)
@@ -650,7 +671,7 @@ def _bars(ax: Any, df: pd.DataFrame, m: str, dataset: str, ref_name: str | None)
     ax.legend(fontsize=8)
 
 
-def _lines(ax: Any, df: pd.DataFrame, m: str, param: str, ref_name: str | None) -> None:
+def _lines(ax: Any, df: pd.DataFrame, m: str, param: str, ref_name: str | None, chosen: Any = None) -> None:
     numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in df["x"])
     labels = sorted({str(v) for v in df["x"]}, key=lambda s: s)
     for key, group in df[df["n"] > 0].groupby("key", sort=True):
@@ -663,6 +684,8 @@ def _lines(ax: Any, df: pd.DataFrame, m: str, param: str, ref_name: str | None) 
                     label=f"paper ({ref_name})")
     if not numeric:
         ax.set_xticks(range(len(labels)), labels)
+    elif chosen is not None:
+        ax.axvline(float(chosen), color="k", linestyle=":", linewidth=1, label=f"paper's choice ({chosen})")
     ax.set_xlabel(PARAM_NAMES.get(param, param))
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles, strict=True))  # one "paper" entry however many rows have one
@@ -711,7 +734,7 @@ def write_report(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mprd.report", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m mprd.report", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("artefact", choices=ARTEFACTS)
     parser.add_argument("--runs", required=True, type=Path, help="folder searched recursively for metrics.json")
     parser.add_argument("--dataset", help="dataset name (default: one report per dataset found)")
@@ -734,6 +757,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.preset:
         runs = [r for r in runs if r["preset"] == args.preset]
     datasets = [args.dataset] if args.dataset else sorted({r["dataset"] for r in runs})
+    if not args.dataset and args.artefact in ONLY_DATASETS:
+        datasets = [d for d in datasets if d in ONLY_DATASETS[args.artefact]]
     written = 0
     for dataset in datasets:
         df = aggregate(runs, args.artefact, dataset, paper)

@@ -88,7 +88,17 @@ def build_loggers(cfg: DictConfig, output_dir: Path) -> list[Any]:
 
 
 def build_method(cfg: DictConfig, datamodule: Any, backbone: torch.nn.Module) -> L.LightningModule:
-    """The CNN module with the configured pseudo-label generator (MPRD adds its GCN phase here)."""
+    """The module for `method.family`: `memory` (the CNN of MPRD / MLCR with a pseudo-label generator; MPRD
+    adds its GCN phase there) or a seed method's own module, `mprd.methods.<family>.build_module`."""
+    family = cfg.method.get("family", "memory")
+    if family != "memory":
+        import importlib
+
+        try:
+            builder = importlib.import_module(f"mprd.methods.{family}").build_module
+        except ModuleNotFoundError as err:
+            raise ValueError(f"method.family={family!r}: no module mprd.methods.{family}") from err
+        return builder(cfg, datamodule, backbone)
     from mprd.models.cnn_module import CNNModule
     from mprd.pseudo_labels.base import build_generator
 

@@ -1071,7 +1071,6 @@ def build_plan(cfg: SyntheticConfig) -> Plan:
     camstyle = []
     if cfg.camstyle:
         for s in train:
-            stem = s.relpath[:-4]
             camstyle += [dataclasses.replace(s, style=c2, relpath=camstyle_name(s.relpath, s.cam, c2))
                          for c2 in range(cfg.num_cameras) if c2 != s.cam]
     plan.splits = {"bounding_box_train": train, "query": query, "bounding_box_test": gallery,
@@ -1336,15 +1335,18 @@ def generate(cfg: SyntheticConfig, out_dir: str | Path, workers: int | None = No
     n_images = sum(len(o) for _, o in units)
     workers = default_workers(n_images) if workers is None else max(1, int(workers))
     chunks = [(str(out_dir), units[i : i + 48]) for i in range(0, len(units), 48)]
-    _PLAN = plan
-    if workers == 1:
-        written = sum(map(_render_units, chunks))
-    else:
-        import multiprocessing as mp
+    _PLAN = plan  # forked workers inherit it; spawned ones rebuild it in _worker_init
+    try:
+        if workers == 1:
+            written = sum(map(_render_units, chunks))
+        else:
+            import multiprocessing as mp
 
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(cfg,)) as pool:
-            written = sum(pool.map(_render_units, chunks))
+            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(cfg,)) as pool:
+                written = sum(pool.map(_render_units, chunks))
+    finally:
+        _PLAN = None  # free the scenes and the noise bank
     if written != n_images:
         raise RuntimeError(f"synthetic generation wrote {written} images, expected {n_images}")
     return {

@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mprd.evaluation import evaluate
 from mprd.losses.binomial_deviance import binomial_deviance_loss
 from mprd.losses.mmcl import mmcl_terms
 from mprd.memory import FeatureMemory, gamma_schedule
+from mprd.models.reid_eval import QueryGalleryEvaluation
 from mprd.pseudo_labels.base import PseudoLabelGenerator
 from mprd.pseudo_labels.positive_sets import PositiveSets
 
@@ -65,7 +65,7 @@ class MemoryConfig:
             raise ValueError(f"method.memory.write={self.write!r}; expected 'before_loss' or 'after_loss'")
 
 
-class CNNModule(L.LightningModule):
+class CNNModule(QueryGalleryEvaluation):
     def __init__(
         self,
         backbone: nn.Module,
@@ -98,10 +98,8 @@ class CNNModule(L.LightningModule):
         self._diagnostic_labels = None if diagnostic_labels is None else torch.as_tensor(diagnostic_labels).long()
         self.positives = PositiveSets.singletons(num_train)
         self.gamma = gamma_schedule(0, max_epochs, self.memory_cfg.gamma_start, self.memory_cfg.gamma_end)
-        self._val_feats: dict[int, list[Tensor]] = {}
         self._epoch_t0 = 0.0
         self._epoch_images = 0
-        self.history: list[dict[str, float]] = []
 
     # ------------------------------------------------------------------------------------------ setup
     def on_fit_start(self) -> None:
@@ -202,32 +200,6 @@ class CNNModule(L.LightningModule):
         self.log("time/images_per_s", self._epoch_images / max(elapsed, 1e-9), on_epoch=True, on_step=False)
         for i, group in enumerate(self.optimizers().param_groups):
             self.log(f"lr/group{i}", group["lr"], on_epoch=True, on_step=False)
-
-    # ------------------------------------------------------------------------------------- evaluation
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
-        feats = self.backbone.extract(batch["image"])
-        self._val_feats.setdefault(dataloader_idx, []).append(torch.cat([batch["index"].unsqueeze(1).to(feats), feats], 1))
-
-    def on_validation_epoch_end(self) -> None:
-        if len(self._val_feats) < 2:
-            self._val_feats = {}
-            return
-        dm = self.trainer.datamodule
-        q, g = (self._ordered(self._val_feats[i]) for i in (0, 1))
-        self._val_feats = {}
-        meta = lambda recs: (torch.tensor([r.pid for r in recs]), torch.tensor([r.camid for r in recs]))  # noqa: E731
-        (qp, qc), (gp, gc) = meta(dm.data.query), meta(dm.data.gallery)
-        metrics = evaluate(q, g, qp, qc, gp, gc, metric=self.eval_metric).as_dict(percent=True)
-        for key, value in metrics.items():
-            self.log(f"eval/{key}", float(value), on_epoch=True, prog_bar=key in ("rank1", "mAP"))
-        record = {"epoch": min(self.current_epoch + 1, self.max_epochs), **{k: float(v) for k, v in metrics.items()}}
-        self.history.append(record)
-
-    @staticmethod
-    def _ordered(chunks: list[Tensor]) -> Tensor:
-        rows = torch.cat(chunks)
-        order = torch.argsort(rows[:, 0])
-        return rows[order, 1:]
 
     # ------------------------------------------------------------------------------------- optimiser
     def configure_optimizers(self) -> Any:

@@ -1,0 +1,56 @@
+"""Query/gallery evaluation for any re-ID LightningModule (one place for every method).
+
+The module provides `backbone.extract(x)` (the L2-normalised test feature) and a `max_epochs`; Lightning's
+validation loop feeds `[query, gallery]` loaders (the data module's `val_dataloader`). Under DDP each
+rank evaluates what it holds; the reported numbers come from rank 0's full pass (single-device default).
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from mprd.evaluation import evaluate
+
+
+class QueryGalleryEvaluation(L.LightningModule):
+    """Mixin: collects query/gallery features in validation and logs Rank-1/5/10, mAP, mINP (Market protocol)."""
+
+    eval_metric: str = "cosine"
+    max_epochs: int = 1
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._val_feats: dict[int, list[Tensor]] = {}
+        self.history: list[dict[str, float]] = []
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        feats = self.backbone.extract(batch["image"])
+        rows = torch.cat([batch["index"].unsqueeze(1).to(feats), feats], 1)
+        self._val_feats.setdefault(dataloader_idx, []).append(rows)
+
+    def on_validation_epoch_end(self) -> None:
+        if len(self._val_feats) < 2:
+            self._val_feats = {}
+            return
+        dm = self.trainer.datamodule
+        q, g = (_ordered(self._val_feats[i]) for i in (0, 1))
+        self._val_feats = {}
+        qp, qc = _ids(dm.data.query)
+        gp, gc = _ids(dm.data.gallery)
+        metrics = evaluate(q, g, qp, qc, gp, gc, metric=self.eval_metric).as_dict(percent=True)
+        for key, value in metrics.items():
+            self.log(f"eval/{key}", float(value), on_epoch=True, prog_bar=key in ("rank1", "mAP"))
+        # after fit, current_epoch == max_epochs: the final validate() belongs to the last epoch
+        record = {"epoch": min(self.current_epoch + 1, self.max_epochs), **{k: float(v) for k, v in metrics.items()}}
+        self.history.append(record)
+
+
+def _ordered(chunks: list[Tensor]) -> Tensor:
+    rows = torch.cat(chunks)
+    return rows[torch.argsort(rows[:, 0]), 1:]
+
+
+def _ids(records) -> tuple[Tensor, Tensor]:
+    return torch.tensor([r.pid for r in records]), torch.tensor([r.camid for r in records])
