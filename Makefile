@@ -85,5 +85,21 @@ sweep-delta: $(STAMP) ## Sweep the BD loss weight delta (1, 3, 5, 7)
 sweep-meta-ids: $(STAMP) ## Sweep the number of meta identities (0, 1, 3, 5, 10, 20)
 	$(call multirun,sweep-meta-ids,sweep,ids$${method.meta.num_ids}-seed$${seed},method.meta.num_ids=0$(comma)1$(comma)3$(comma)5$(comma)10$(comma)20 'sweep={meta_ids:$${method.meta.num_ids}}')
 
-.PHONY: help install test test-all synthetic smoke train reproduce-table1 reproduce-table2 reproduce-fig4 \
+SSLR_ROWS := sslr_baseline,sslr_wo_part_cce,sslr_wo_part,sslr
+UGA_ROWS := uga,intra,intra_r,intra_bn,lambda055,lambda060,lambda070,lambda075,no_self,raw
+
+reproduce-sslr: $(STAMP) ## SSLR ablation rows (baseline, w/o part and CCE, w/o part, full) + report
+	$(BIN)/python -m mprd.train --multirun experiment=$(addprefix sslr/,$(subst $(comma),$(comma)sslr/,$(SSLR_ROWS))) \
+		$(call COMMON,sslr) hydra.sweep.dir=$(call RUNS,sslr) 'hydra.sweep.subdir=$${row}-seed$${seed}'
+	$(BIN)/python -m mprd.report baselines --runs $(call RUNS,sslr) --dataset $(DATASET) --out $(RESULTS)
+
+reproduce-uga: $(STAMP) ## UGA rows (intra-camera labels; Tables 2-5 of its paper) + report
+	$(BIN)/python -m mprd.train --multirun experiment=$(addprefix uga/,$(subst $(comma),$(comma)uga/,$(UGA_ROWS))) \
+		$(call COMMON,uga) hydra.sweep.dir=$(call RUNS,uga) 'hydra.sweep.subdir=$${row}-seed$${seed}'
+	$(BIN)/python -m mprd.report baselines --runs $(call RUNS,uga) --dataset $(DATASET) --out $(RESULTS)
+
+reproduce-table3: $(STAMP) ## Table 3 rows that need runs here (MPRD with Rank-5/10, SSLR) + report
+	$(call multirun,table3,table1/mprd$(comma)sslr/table3,$${row}-seed$${seed})
+
+.PHONY: help install test test-all synthetic smoke train reproduce-table1 reproduce-sslr reproduce-uga reproduce-table3 reproduce-table2 reproduce-fig4 \
 	sweep-mu sweep-k sweep-delta sweep-meta-ids

@@ -323,3 +323,18 @@ def test_sweep_k_with_a_second_swept_key_splits_rows(tmp_path: Path, paper: dict
     ]
     assert df["paper_rank1"].tolist()[1] == 83.0 and df["paper_rank1"].isna().sum() == 2
     assert report.render_png(df).startswith(PNG_MAGIC)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "preset", "phrase", "ref"),
+    [
+        ("cuhk03np", "cpu_real", "cuhk03np is not a dataset of the paper", "market1501"),
+        ("market1501", "cpu_real", "Preset cpu_real is not the paper's configuration", "market1501"),
+        ("market1501", "paper", "Same dataset and configuration as the paper", "market1501"),
+    ],
+)
+def test_honest_note_per_dataset(tmp_path: Path, paper: dict, dataset: str, preset: str, phrase: str, ref: str) -> None:
+    write_run(tmp_path, "a", "mprd", 0, 60.0, 40.0, dataset=dataset, preset=preset)
+    df = aggregate(collect_runs(tmp_path), "table1", paper=paper)
+    assert df.attrs["reference_dataset"] == ref
+    assert phrase in render_markdown(df, date="2000-01-01")

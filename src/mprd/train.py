@@ -184,7 +184,10 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     torch.set_float32_matmul_precision("high")
 
     backbone = build_backbone(
-        cfg.backbone.name, pretrained=str(cfg.backbone.pretrained), test_feature=cfg.backbone.test_feature
+        cfg.backbone.name,
+        pretrained=str(cfg.backbone.pretrained),
+        test_feature=cfg.backbone.test_feature,
+        freeze_bn=bool(cfg.backbone.get("freeze_bn", False)),
     )
     datamodule = build_datamodule(cfg, backbone.mean, backbone.std)
     datamodule.prepare_data()
@@ -193,7 +196,12 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     log.info("dataset %s: %s", cfg.dataset.name, stats)
 
     model = build_method(cfg, datamodule, backbone)
-    callbacks: list[Any] = [ModelCheckpoint(dirpath=str(output_dir / "checkpoints"), save_last=True, save_top_k=0)]
+    # last.ckpt after every training epoch (not only at validation epochs), so a killed run loses <= 1 epoch
+    callbacks: list[Any] = [
+        ModelCheckpoint(
+            dirpath=str(output_dir / "checkpoints"), save_last=True, save_top_k=0, save_on_train_epoch_end=False
+        )
+    ]
     stop_after = cfg.get("debug", {}).get("stop_after_epochs")
     if stop_after:  # simulates an interrupted run (tests of resume)
         callbacks.append(StopAfterEpochs(int(stop_after)))
@@ -216,6 +224,7 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         "preset": cfg.get("preset_name"),
         "sweep": OmegaConf.to_container(cfg.sweep, resolve=True) if cfg.get("sweep") else None,
         "backbone": cfg.backbone.name,
+        "supervision": cfg.method.get("supervision"),  # e.g. UGA's "intra-camera labels", shown in reports
         "wall_time_s": time.perf_counter() - t0,
         "seed": int(cfg.seed),
         "commit": git_commit(),

@@ -70,7 +70,10 @@ def decode_images(paths: Sequence[str], size: tuple[int, int], *, threads: int =
     CPU core, at most 8) speeds this up without worker processes.
     """
     n = len(paths)
-    out = torch.empty((n, 3, *size), dtype=torch.uint8)
+    # a normal tensor even when the first decode happens inside trainer.validate() (inference mode): the
+    # worker threads that fill it are not in inference mode
+    with torch.inference_mode(False):
+        out = torch.empty((n, 3, *size), dtype=torch.uint8)
     threads = threads or min(8, os.cpu_count() or 1)
     start, step, done = time.perf_counter(), max(1, n // 10), 0
 
@@ -81,7 +84,7 @@ def decode_images(paths: Sequence[str], size: tuple[int, int], *, threads: int =
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         for done, _ in enumerate(pool.map(one, range(n)), start=1):
             if done % step == 0 or done == n:
-                log.info("decoding %s: %d/%d (%.1f s)", what, done, n, time.perf_counter() - start)
+                log.debug("decoding %s: %d/%d (%.1f s)", what, done, n, time.perf_counter() - start)
     log.info("cached %d %s at %dx%d: %.1f MB in %.1f s", n, what, size[0], size[1], out.numel() / 2**20,
              time.perf_counter() - start)
     return out
@@ -206,6 +209,78 @@ class EpochShuffle(Sampler[int]):
     def __iter__(self):
         state = np.random.SeedSequence([self.seed, self.epoch]).generate_state(1, dtype=np.uint64)[0]
         order = torch.randperm(self.n, generator=torch.Generator().manual_seed(int(state))).tolist()
+        self.epoch += 1
+        return iter(order)
+
+
+class CameraBalancedSampler(Sampler[int]):
+    """Camera-balanced batches (UGA §4.2 "equably sampling"), flattened for a DataLoader of the same batch size.
+
+    Every batch takes ``batch_size // T`` images from each of the T cameras; the ``batch_size % T`` extra ones
+    rotate over the cameras from batch to batch, continuing across epochs (UGA spec §8.1: 7-8 per camera for 60
+    images and 8 cameras). Within a camera, images come from an endless stream of seeded random permutations
+    of that camera's images, so each image is reached once per cycle of its camera. An epoch has
+    ``len(camids) // batch_size`` batches and depends only on (seed, epoch); `set_epoch` as `EpochShuffle`.
+    """
+
+    def __init__(self, camids: Sequence[int] | torch.Tensor, batch_size: int, seed: int):
+        camids = torch.as_tensor(camids, dtype=torch.long).reshape(-1)
+        self.cameras, inverse = torch.unique(camids, sorted=True, return_inverse=True)
+        self.members = [torch.nonzero(inverse == t).flatten() for t in range(len(self.cameras))]
+        n, cams = int(camids.numel()), len(self.cameras)
+        if batch_size < max(cams, 1):
+            raise ValueError(f"camera-balanced sampling: batch_size={batch_size} is smaller than the number of "
+                             f"training cameras ({cams}); expected batch_size >= {cams}")
+        if n // batch_size == 0:
+            raise ValueError(f"camera-balanced sampling: {n} training images < batch_size {batch_size} "
+                             "(no batch would be produced)")
+        self.batch_size, self.seed, self.epoch = int(batch_size), int(seed), 0
+        self.num_batches = n // self.batch_size
+        self.base, self.extra = divmod(self.batch_size, cams)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.num_batches * self.batch_size
+
+    def quotas(self, epoch: int) -> torch.Tensor:
+        """(num_batches, T) images per camera in each batch of `epoch`; every row sums to batch_size."""
+        cams = len(self.cameras)
+        first = epoch * self.num_batches  # global index of the epoch's first batch
+        slots = (first + torch.arange(self.num_batches))[:, None] * self.extra + torch.arange(self.extra)[None]
+        extra = torch.zeros(self.num_batches, cams, dtype=torch.long)
+        extra.scatter_add_(1, slots % cams, torch.ones_like(slots))
+        return self.base + extra
+
+    def _stream(self, t: int, start: int, count: int) -> torch.Tensor:
+        """Positions [start, start + count) of camera t's stream of per-cycle random permutations."""
+        members = self.members[t]
+        size = int(members.numel())
+        cycles = range(start // size, (start + count - 1) // size + 1) if count else range(0)
+        perms = []
+        for cycle in cycles:
+            state = np.random.SeedSequence([self.seed, t, cycle]).generate_state(1, dtype=np.uint64)[0]
+            perms.append(torch.randperm(size, generator=torch.Generator().manual_seed(int(state))))
+        stream = torch.cat(perms) if perms else torch.zeros(0, dtype=torch.long)
+        offset = start - (start // size) * size
+        return members[stream[offset:offset + count]]
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        """The batches (lists of record indices, grouped by camera) of `epoch`."""
+        cams = len(self.cameras)
+        quotas = self.quotas(epoch)
+        first = epoch * self.num_batches
+        slots_before = first * self.extra  # extra images handed out before this epoch, in camera order
+        chunks = []
+        for t in range(cams):
+            start = first * self.base + slots_before // cams + int(t < slots_before % cams)
+            drawn = self._stream(t, start, int(quotas[:, t].sum()))
+            chunks.append(torch.split(drawn, quotas[:, t].tolist()))
+        return [torch.cat([chunks[t][b] for t in range(cams)]).tolist() for b in range(self.num_batches)]
+
+    def __iter__(self):
+        order = [i for batch in self.batches(self.epoch) for i in batch]
         self.epoch += 1
         return iter(order)
 
@@ -405,6 +480,24 @@ class ReIDDataModule(L.LightningDataModule):
         dataset = TrainDraws(self._pixels("train"), n, self._offsets, camids, **transforms)
         return self._loader(dataset, self.batch_size, sampler=EpochShuffle(n, self.seed), drop_last=self.drop_last,
                             seed_offset=1)
+
+    def camera_balanced_dataloader(self, batch_size: int | None = None) -> DataLoader:
+        """Training draws as `train_dataloader` gives them, in camera-balanced batches (`CameraBalancedSampler`).
+
+        UGA's sampling (§4.2): the same number of images per camera in every batch; no pids.
+        """
+        data = self._require_data()
+        size = int(batch_size or self.batch_size)
+        camids = torch.tensor([r.camid for r in data.train], dtype=torch.long)
+        if self.device_augment:
+            transforms: dict[str, Any] = {"batch_transform": KeepUint8()}
+        elif self.batched_augment:
+            transforms = {"batch_transform": self.train_batch_augment}
+        else:
+            transforms = {"transform": self.train_transform}
+        dataset = TrainDraws(self._pixels("train"), len(data.train), self._offsets, camids, **transforms)
+        sampler = CameraBalancedSampler(camids, size, self.seed)
+        return self._loader(dataset, size, sampler=sampler, drop_last=True, seed_offset=4)
 
     def perturbed_dataloader(self, indices: Sequence[int] | None = None, batch_size: int | None = None
                              ) -> DataLoader:

@@ -1,0 +1,1 @@
+"""Seed baselines with their own LightningModules (`method.family`): `mprd.methods.<family>.build_module`."""
