@@ -52,7 +52,7 @@ SEED_LIST := $(subst $(space),$(comma),$(strip $(SEEDS)))
 RUNS = $(RESULTS)/runs/$(1)-$(DATASET)
 COMMON = dataset=$(DATASET) $(if $(DATA_ROOT),dataset.root=$(DATA_ROOT)) preset=$(PRESET) seed=$(SEED_LIST) \
 	skip_if_done=$(if $(FORCE),false,true) auto_resume=$(if $(FORCE),false,true) \
-	$(if $(LAUNCHER),+launcher=$(LAUNCHER)) logger.wandb.group=$(1)-$(DATASET) $(EXTRA)
+	$(if $(LAUNCHER),launcher=$(LAUNCHER)) logger.wandb.group=$(1)-$(DATASET) $(EXTRA)
 TABLE1_ROWS := super,knn,ss,mplp,mprd_wo,mprd_nocam,mprd,single
 TABLE2_ROWS := mlcr,mlcr_5id,mprd_0id,mprd
 MU_VALUES ?= 0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9
@@ -85,6 +85,10 @@ sweep-delta: $(STAMP) ## Sweep the BD loss weight delta (1, 3, 5, 7)
 sweep-meta-ids: $(STAMP) ## Sweep the number of meta identities (0, 1, 3, 5, 10, 20)
 	$(call multirun,sweep-meta-ids,sweep,ids$${method.meta.num_ids}-seed$${seed},method.meta.num_ids=0$(comma)1$(comma)3$(comma)5$(comma)10$(comma)20 'sweep={meta_ids:$${method.meta.num_ids}}')
 
+ARTEFACT ?= table1
+report: $(STAMP) ## Rebuild a report from metrics.json files alone: make report ARTEFACT=table1 [DATASET=..]
+	$(BIN)/python -m mprd.report $(ARTEFACT) --runs $(call RUNS,$(ARTEFACT)) --dataset $(DATASET) --out $(RESULTS)
+
 SSLR_ROWS := sslr_baseline,sslr_wo_part_cce,sslr_wo_part,sslr
 UGA_ROWS := uga,intra,intra_r,intra_bn,lambda055,lambda060,lambda070,lambda075,no_self,raw
 
@@ -101,5 +105,5 @@ reproduce-uga: $(STAMP) ## UGA rows (intra-camera labels; Tables 2-5 of its pape
 reproduce-table3: $(STAMP) ## Table 3 rows that need runs here (MPRD with Rank-5/10, SSLR) + report
 	$(call multirun,table3,table1/mprd$(comma)sslr/table3,$${row}-seed$${seed})
 
-.PHONY: help install test test-all synthetic smoke train reproduce-table1 reproduce-sslr reproduce-uga reproduce-table3 reproduce-table2 reproduce-fig4 \
+.PHONY: help install test test-all synthetic smoke train report reproduce-table1 reproduce-sslr reproduce-uga reproduce-table3 reproduce-table2 reproduce-fig4 \
 	sweep-mu sweep-k sweep-delta sweep-meta-ids

@@ -1,0 +1,67 @@
+"""SYNTHETIC.md's neighbour-statistics check: precision of the 8 nearest neighbours of training images,
+overall and split into same-camera vs cross-camera neighbours, for a backbone (initial or trained).
+
+    .venv/bin/python benchmarks/neighbor_stats.py --dataset synthetic --root data            # ImageNet Lite0
+    .venv/bin/python benchmarks/neighbor_stats.py --dataset synthetic --root data \
+        --checkpoint experiments/results/runs/table1-synthetic/super-seed0/checkpoints/last.ckpt
+    .venv/bin/python benchmarks/neighbor_stats.py --dataset cuhk03np --root /path/to/cuhk03-np-detected --height 128 --width 64
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+
+def neighbour_precision(feats: torch.Tensor, pids: torch.Tensor, cams: torch.Tensor, k: int = 8) -> dict[str, float]:
+    """Fraction of same-identity neighbours among the k nearest (self excluded), split by camera."""
+    from mprd.neighbors import knn
+
+    _, idx = knn(feats, feats, k, exclude_self=True)
+    same_id = pids[idx] == pids[:, None]
+    same_cam = cams[idx] == cams[:, None]
+    out = {"overall": float(same_id.float().mean())}
+    for name, mask in (("same-camera", same_cam), ("cross-camera", ~same_cam)):
+        out[name] = float(same_id[mask].float().mean()) if mask.any() else float("nan")
+        out[f"{name} share"] = float(mask.float().mean())
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", default="synthetic")
+    p.add_argument("--root", default="data")
+    p.add_argument("--preset", default="small", help="synthetic preset")
+    p.add_argument("--seed", type=int, default=0, help="synthetic generator seed")
+    p.add_argument("--backbone", default="timm:tf_efficientnet_lite0")
+    p.add_argument("--checkpoint", default=None, help="a run's last.ckpt (its backbone weights are used)")
+    p.add_argument("--height", type=int, default=64)
+    p.add_argument("--width", type=int, default=32)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    from mprd.data.datamodule import ReIDDataModule
+    from mprd.models.backbone import build_backbone
+
+    bb = build_backbone(args.backbone, pretrained="none" if args.checkpoint else "imagenet").eval()
+    if args.checkpoint:
+        state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+        bb.load_state_dict({k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")})
+    syn = {"preset": args.preset, "seed": args.seed} if args.dataset == "synthetic" else None
+    dm = ReIDDataModule(name=args.dataset, root=args.root, synthetic=syn, height=args.height, width=args.width,
+                        mean=bb.mean, std=bb.std, in_memory=True, test_batch_size=256)
+    dm.prepare_data()
+    dm.setup("fit")
+    with torch.no_grad():
+        feats = torch.cat([bb.extract(b["image"]) for b in dm.feature_dataloader("train")])
+    pids = torch.tensor([r.pid for r in dm.data.train])
+    cams = torch.tensor([r.camid for r in dm.data.train])
+    stats = neighbour_precision(feats, pids, cams)
+    print(f"{args.dataset} ({args.checkpoint or 'ImageNet ' + args.backbone}): 8-NN precision "
+          + ", ".join(f"{k} {v:.3f}" for k, v in stats.items()))
+
+
+if __name__ == "__main__":
+    main()
