@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from mprd.memory import FeatureMemory
 from mprd.models.cnn_module import _progress
-from mprd.models.reid_eval import QueryGalleryEvaluation
+from mprd.models.reid_eval import QueryGalleryEvaluation, log_epoch_timing
 from mprd.neighbors import knn
 from mprd.pseudo_labels.positive_sets import PositiveSets
 
@@ -496,11 +496,7 @@ class SSLRModule(QueryGalleryEvaluation):
         self.table.update(index, features, 1.0 - self.cfg.table.momentum)
 
     def on_train_epoch_end(self) -> None:
-        elapsed = time.perf_counter() - self._epoch_t0
-        self.log("time/epoch_s", elapsed, on_epoch=True, on_step=False)
-        self.log("time/images_per_s", self._epoch_images / max(elapsed, 1e-9), on_epoch=True, on_step=False)
-        for i, group in enumerate(self.optimizers().param_groups):
-            self.log(f"lr/group{i}", group["lr"], on_epoch=True, on_step=False)
+        log_epoch_timing(self, self._epoch_t0, self._epoch_images)
         epoch = self.current_epoch
         done = bool(self.history) and self.history[-1]["epoch"] == epoch + 1  # Lightning validated already
         if self.cfg.schedule.eval_at_iteration_ends and self.schedule.ends_iteration(epoch) and not done:

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from mprd.losses.binomial_deviance import binomial_deviance_loss
 from mprd.losses.mmcl import mmcl_terms
 from mprd.memory import FeatureMemory, gamma_schedule
-from mprd.models.reid_eval import QueryGalleryEvaluation
+from mprd.models.reid_eval import QueryGalleryEvaluation, log_epoch_timing
 from mprd.pseudo_labels.base import PseudoLabelGenerator
 from mprd.pseudo_labels.positive_sets import PositiveSets
 
@@ -94,6 +94,7 @@ class CNNModule(QueryGalleryEvaluation):
             raise ValueError(f"method.loss.name={self.loss_cfg.name!r}; expected 'bd' or 'mmcl'")
         self.eval_metric = eval_metric
         self.seed = int(seed)
+        self._pending_write: tuple[Tensor, Tensor] | None = None
         # hidden ground truth, for the pseudo-label precision/recall diagnostic only; never used in a loss
         self._diagnostic_labels = None if diagnostic_labels is None else torch.as_tensor(diagnostic_labels).long()
         self.positives = PositiveSets.singletons(num_train)
@@ -164,17 +165,22 @@ class CNNModule(QueryGalleryEvaluation):
         if self.trainer.world_size > 1:
             all_index = self.all_gather(index).reshape(-1)
             all_feats = self.all_gather(feats.detach()).reshape(-1, feats.shape[1])
-        write_first = self.memory_cfg.write == "before_loss"
-        if write_first:
+        if self.memory_cfg.write == "before_loss":
             self.memory.update(all_index, all_feats, self.gamma)
+        else:  # MLCR: the loss sees the memory as it was before this batch; written after the step
+            self._pending_write = (all_index, all_feats)
         loss, terms = self._loss(feats, index)
-        if not write_first:
-            self.memory.update(all_index, all_feats, self.gamma)
         self._epoch_images += x.shape[0]
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         for key, value in terms.items():
             self.log(f"train/{key}", value, on_step=False, on_epoch=True)
         return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # after backward and the optimiser step: an in-place write before backward would corrupt the graph
+        pending, self._pending_write = self._pending_write, None
+        if pending is not None:
+            self.memory.update(*pending, self.gamma)
 
     def _loss(self, feats: Tensor, index: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         c = self.loss_cfg
@@ -195,11 +201,7 @@ class CNNModule(QueryGalleryEvaluation):
         )
 
     def on_train_epoch_end(self) -> None:
-        elapsed = time.perf_counter() - self._epoch_t0
-        self.log("time/epoch_s", elapsed, on_epoch=True, on_step=False)
-        self.log("time/images_per_s", self._epoch_images / max(elapsed, 1e-9), on_epoch=True, on_step=False)
-        for i, group in enumerate(self.optimizers().param_groups):
-            self.log(f"lr/group{i}", group["lr"], on_epoch=True, on_step=False)
+        log_epoch_timing(self, self._epoch_t0, self._epoch_images)
 
     # ------------------------------------------------------------------------------------- optimiser
     def configure_optimizers(self) -> Any:

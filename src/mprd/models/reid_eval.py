@@ -54,3 +54,14 @@ def _ordered(chunks: list[Tensor]) -> Tensor:
 
 def _ids(records) -> tuple[Tensor, Tensor]:
     return torch.tensor([r.pid for r in records]), torch.tensor([r.camid for r in records])
+
+
+def log_epoch_timing(module: L.LightningModule, epoch_start: float, images: int) -> None:
+    """Per-epoch wall time, images/s and the lr of every optimiser param group (all methods log these)."""
+    import time
+
+    elapsed = time.perf_counter() - epoch_start
+    module.log("time/epoch_s", elapsed, on_epoch=True, on_step=False)
+    module.log("time/images_per_s", images / max(elapsed, 1e-9), on_epoch=True, on_step=False)
+    for i, group in enumerate(module.optimizers().param_groups):
+        module.log(f"lr/group{i}", group["lr"], on_epoch=True, on_step=False)
