@@ -28,7 +28,7 @@ from mprd.methods.sslr import (
 from mprd.models.backbone import ReIDBackbone
 from mprd.train import run
 
-from test_train import compose_cfg  # noqa: E402 (tests/ is on sys.path under pytest)
+from tests.test_train import compose_cfg  # noqa: E402
 
 # ----------------------------------------------------------------------------------------- Eqs. 1-4
 
