@@ -330,11 +330,11 @@ def perturbed_features(module: Any, indices: Tensor) -> Tensor:
     was_training = module.training
     module.eval()
     out = torch.zeros(indices.numel(), module.backbone.out_dim, device=module.device)
-    pos = {int(i): p for p, i in enumerate(indices.tolist())}
+    row_of = torch.full((int(indices.max()) + 1,), -1, dtype=torch.long)  # slot id -> row of `out`
+    row_of[indices] = torch.arange(indices.numel())
     for batch in dm.perturbed_dataloader(indices.tolist()):
         f = F.normalize(module.backbone(batch["image"].to(module.device)), dim=1)
-        rows = torch.tensor([pos[int(i)] for i in batch["index"]], device=module.device)
-        out[rows] = f
+        out[row_of[batch["index"].long()].to(module.device)] = f
     module.train(was_training)
     return out
 
