@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.test_train import compose_cfg
 from mprd.data.datamodule import CameraBalancedSampler
 from mprd.data.records import DatasetError, ImageRecord
 from mprd.methods.uga import (
@@ -32,7 +33,6 @@ from mprd.methods.uga import (
     tracklets_from_records,
 )
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
 
 def records(pairs: list[tuple[int, int]]) -> list[ImageRecord]:
@@ -348,17 +348,6 @@ def test_uga_tiny_run_writes_metrics_and_cvg_logs(data_root, tmp_path):
     assert log["lr/stage"] == pytest.approx(3.5e-4)  # stage 2's fresh schedule starts at the base lr
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
     assert state["uga"]["stage"] == 2 and state["uga"]["graph"] is not None
-
-
-def compose_cfg(tmp_root: Path, *overrides: str):
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose(config_name="train", overrides=[
-            f"paths.root_dir={tmp_root}", "paths.output_dir=unused", "dataset.synthetic.preset=tiny",
-            "logger.wandb.enabled=false", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-            *overrides,
-        ])
 
 
 def test_camera_balanced_loader_of_the_datamodule(data_root):

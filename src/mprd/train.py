@@ -61,7 +61,9 @@ def resolve_camstyle(cfg: DictConfig) -> bool:
         return bool(value)
     if cfg.dataset.name == "synthetic":
         return True  # the generator always renders CamStyle copies
-    return (Path(str(cfg.dataset.root)) / "bounding_box_train_camstyle").is_dir()
+    from mprd.data.datasets import CAMSTYLE_DIR
+
+    return (Path(str(cfg.dataset.root)) / CAMSTYLE_DIR).is_dir()
 
 
 def build_loggers(cfg: DictConfig, output_dir: Path) -> list[Any]:
