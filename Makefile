@@ -40,6 +40,7 @@ train: $(STAMP) ## Train one method: make train ARGS="method=ss"
 #   DATASET=synthetic (default; CPU preset) | market1501 | dukemtmc | msmt17 | cuhk03np   DATA_ROOT=/path
 #   SEEDS="0 1 2" (mean +- std per cell)   LAUNCHER=joblib|submitit_slurm   FORCE=1 (rerun finished rows)
 #   PRESET=cpu|cpu_real|paper (default: cpu on synthetic, paper otherwise)   EXTRA="key=value ..."
+#   WANDB=1: the report is also logged to wandb (table + plot, job_type "report", in the artefact's group)
 # Finished rows (metrics.json present) are skipped; a killed row resumes from its last.ckpt.
 DATASET ?= synthetic
 SEEDS ?= 0
@@ -61,7 +62,7 @@ MU_VALUES ?= 0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9
 define multirun
 	$(BIN)/python -m mprd.train --multirun experiment=$(2) $(call COMMON,$(1)) artefact=$(1) \
 		hydra.sweep.dir=$(call RUNS,$(1)) 'hydra.sweep.subdir=$(3)' $(4)
-	$(BIN)/python -m mprd.report $(1) --runs $(call RUNS,$(1)) --dataset $(DATASET) --out $(RESULTS)
+	$(BIN)/python -m mprd.report $(1) --runs $(call RUNS,$(1)) --dataset $(DATASET) --out $(RESULTS) $(if $(WANDB),--wandb)
 endef
 
 reproduce-table1: $(STAMP) ## Table 1: the 8 pseudo-label rows (Super ... Single) + report
@@ -86,24 +87,88 @@ sweep-meta-ids: $(STAMP) ## Sweep the number of meta identities (0, 1, 3, 5, 10,
 	$(call multirun,sweep-meta-ids,sweep,ids$${method.meta.num_ids}-seed$${seed},method.meta.num_ids=0$(comma)1$(comma)3$(comma)5$(comma)10$(comma)20 'sweep={meta_ids:$${method.meta.num_ids}}')
 
 ARTEFACT ?= table1
-report: $(STAMP) ## Rebuild a report from metrics.json files alone: make report ARTEFACT=table1 [DATASET=..]
-	$(BIN)/python -m mprd.report $(ARTEFACT) --runs $(call RUNS,$(ARTEFACT)) --dataset $(DATASET) --out $(RESULTS)
+report: $(STAMP) ## Rebuild a report from metrics.json files alone: make report ARTEFACT=table1 [DATASET=..] [WANDB=1]
+	$(BIN)/python -m mprd.report $(ARTEFACT) --runs $(call RUNS,$(ARTEFACT)) --dataset $(DATASET) --out $(RESULTS) $(if $(WANDB),--wandb)
 
-SSLR_ROWS := sslr_baseline,sslr_wo_part_cce,sslr_wo_part,sslr
-UGA_ROWS := uga,intra,intra_r,intra_bn,lambda055,lambda060,lambda070,lambda075,no_self,raw
+SSLR_ROWS := sslr_baseline,sslr_global,sslr_cce,sslr
+# experiments under conf/experiment/uga/ (= rows uga_intra, uga_noself, uga: the issue's three); the others:
+# intra_r, intra_bn (Table 2), lambda055 ... lambda075 (Table 3), noself_lambda070 (Table 5 as printed), raw
+UGA_ROWS ?= intra,noself,uga
 
 reproduce-sslr: $(STAMP) ## SSLR ablation rows (baseline, w/o part and CCE, w/o part, full) + report
 	$(BIN)/python -m mprd.train --multirun experiment=$(addprefix sslr/,$(subst $(comma),$(comma)sslr/,$(SSLR_ROWS))) \
 		$(call COMMON,sslr) hydra.sweep.dir=$(call RUNS,sslr) 'hydra.sweep.subdir=$${row}-seed$${seed}'
 	$(BIN)/python -m mprd.report baselines --runs $(call RUNS,sslr) --dataset $(DATASET) --out $(RESULTS)
 
-reproduce-uga: $(STAMP) ## UGA rows (intra-camera labels; Tables 2-5 of its paper) + report
+# SSLR Fig. 4(b)-(f): one multirun of experiment sslr/sweep per parameter, then its sweep report (md/csv/png).
+# $(1) artefact suffix, $(2) key of the `sweep` field, $(3) config key, $(4) comma-separated values
+SSLR_LAM_VALUES ?= 0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9
+SSLR_K_VALUES ?= 1,2,3,4,5,6,8,10
+SSLR_LAMBDA_C_VALUES ?= 0,0.01,0.02,0.03,0.04,0.05
+SSLR_LAMBDA_P_VALUES ?= 0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0
+SSLR_PARTS_VALUES ?= 1,2,3,4,5,6,7,8,9,10
+define sslr_sweep
+	$(call multirun,sweep-sslr-$(1),sslr/sweep,$(2)$${$(3)}-seed$${seed},$(3)=$(4) 'sweep={$(2):$${$(3)}}')
+endef
+
+sweep-sslr-lam: $(STAMP) ## SSLR Fig. 4(b): lambda of Eq. 3 (SSLR_LAM_VALUES=0.1,...,0.9)
+	$(call sslr_sweep,lam,lam,method.soft.lam,$(SSLR_LAM_VALUES))
+
+sweep-sslr-k: $(STAMP) ## SSLR Fig. 4(c): reliable-set size k (SSLR_K_VALUES=1,...,10)
+	$(call sslr_sweep,k,k,method.soft.k,$(SSLR_K_VALUES))
+
+sweep-sslr-lambda-c: $(STAMP) ## SSLR Fig. 4(d): CCE strength lambda_c of Eq. 6 (SSLR_LAMBDA_C_VALUES=0,...,0.05)
+	$(call sslr_sweep,lambda-c,lambda_c,method.similarity.lambda_c,$(SSLR_LAMBDA_C_VALUES))
+
+sweep-sslr-lambda-p: $(STAMP) ## SSLR Fig. 4(e): part weight lambda_p of Eq. 7 (SSLR_LAMBDA_P_VALUES=0,...,1)
+	$(call sslr_sweep,lambda-p,lambda_p,method.similarity.lambda_p,$(SSLR_LAMBDA_P_VALUES))
+
+sweep-sslr-parts: $(STAMP) ## SSLR Fig. 4(f): number of parts p of Eq. 5 (SSLR_PARTS_VALUES=1,...,10)
+	$(call sslr_sweep,parts,parts,method.similarity.parts,$(SSLR_PARTS_VALUES))
+
+.PHONY: sweep-sslr-lam sweep-sslr-k sweep-sslr-lambda-c sweep-sslr-lambda-p sweep-sslr-parts
+
+reproduce-uga: $(STAMP) ## UGA rows uga_intra, uga_noself, uga (UGA_ROWS=...; intra-camera labels; its Tables 4-5) + report
 	$(BIN)/python -m mprd.train --multirun experiment=$(addprefix uga/,$(subst $(comma),$(comma)uga/,$(UGA_ROWS))) \
 		$(call COMMON,uga) hydra.sweep.dir=$(call RUNS,uga) 'hydra.sweep.subdir=$${row}-seed$${seed}'
 	$(BIN)/python -m mprd.report baselines --runs $(call RUNS,uga) --dataset $(DATASET) --out $(RESULTS)
 
-reproduce-table3: $(STAMP) ## Table 3 rows that need runs here (MPRD with Rank-5/10, SSLR) + report
-	$(call multirun,table3,table1/mprd$(comma)sslr/table3,$${row}-seed$${seed})
+# UGA Table 3 (full UGA at each CVG threshold lambda) and Table 6 (stage 1 on noisy tracklets: ID duplication,
+# then mislabeling; both curves start at the clean rate 0), each a sweep report (md/csv/png)
+UGA_LAMBDA_VALUES ?= 0.55,0.6,0.65,0.7,0.75
+UGA_DUPLICATION_RATES ?= 0.0,0.2,0.5,1.0
+UGA_MISLABELING_RATES ?= 0.0,0.2,0.5
+# $(1) noise option of method.noise (duplication | mislabeling), $(2) its rates
+define uga_noise_multirun
+	$(BIN)/python -m mprd.train --multirun experiment=uga/intra $(call COMMON,sweep-uga-noise) artefact=sweep-uga-noise \
+		hydra.sweep.dir=$(call RUNS,sweep-uga-noise) 'hydra.sweep.subdir=$(1)$${method.noise.$(1)}-seed$${seed}' \
+		method.noise.$(1)=$(2) 'sweep={rate:$${method.noise.$(1)},kind:$(1)}'
+endef
+
+sweep-uga-lambda: $(STAMP) ## UGA Table 3: full UGA over lambda (UGA_LAMBDA_VALUES=0.55,...,0.75) + report and plot
+	$(call multirun,sweep-uga-lambda,uga/uga,lambda$${method.cvg.threshold}-seed$${seed},method.cvg.threshold=$(UGA_LAMBDA_VALUES) 'sweep={lambda:$${method.cvg.threshold}}')
+
+sweep-uga-noise: $(STAMP) ## UGA Table 6: stage 1 on noisy tracklets (UGA_DUPLICATION_RATES, UGA_MISLABELING_RATES) + report
+	$(call uga_noise_multirun,duplication,$(UGA_DUPLICATION_RATES))
+	$(call uga_noise_multirun,mislabeling,$(UGA_MISLABELING_RATES))
+	$(BIN)/python -m mprd.report sweep-uga-noise --runs $(call RUNS,sweep-uga-noise) --dataset $(DATASET) --out $(RESULTS) $(if $(WANDB),--wandb)
+
+UGA_CURVE_RUN ?= $(call RUNS,uga)/uga_intra-seed$(firstword $(SEEDS))
+uga-cvg-curve: $(STAMP) ## UGA Fig. 4: CVG edge precision/recall vs lambda, +- mutual NN, of one run (UGA_CURVE_RUN=folder)
+	$(BIN)/python benchmarks/uga_cvg_curve.py --run $(UGA_CURVE_RUN) --out $(RESULTS)
+
+.PHONY: sweep-uga-lambda sweep-uga-noise uga-cvg-curve
+
+# MPRD, MLCR and SSLR under the same data and preset; UGA (intra-camera labels) as an extra row the paper lacks.
+# SSLR's schedule (stage 0 + S iterations) must fill max_epochs: the CPU presets set a short one
+# (`sslr_schedule`); on the GPU presets its row runs SSLR's own 25 + 20 x 2 = 65 epochs (SSLR_TABLE3).
+TABLE3_EXPERIMENTS := table3/mprd,table3/mlcr,sslr/table3,uga/table3
+SSLR_TABLE3 ?= $(if $(filter cpu cpu_real,$(PRESET)),,max_epochs=65)
+
+reproduce-table3: $(STAMP) ## Table 3: MPRD, MLCR, SSLR (+ UGA, extra) with Rank-1/5/10, mAP, what each uses + report
+	$(BIN)/python -m mprd.train --multirun experiment=$(subst $(comma)sslr/table3,,$(TABLE3_EXPERIMENTS)) \
+		$(call COMMON,table3) artefact=table3 hydra.sweep.dir=$(call RUNS,table3) 'hydra.sweep.subdir=$${row}-seed$${seed}'
+	$(call multirun,table3,sslr/table3,$${row}-seed$${seed},$(SSLR_TABLE3))
 
 .PHONY: help install test test-all synthetic smoke train report reproduce-table1 reproduce-sslr reproduce-uga reproduce-table3 reproduce-table2 reproduce-fig4 \
 	sweep-mu sweep-k sweep-delta sweep-meta-ids

@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--height", type=int, default=64)
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--override", action="append", default=[], metavar="NAME=VALUE",
+                   help="synthetic generator override (repeatable), as in `python -m mprd.data.synthetic`")
+    p.add_argument("--eval", action="store_true", help="also evaluate the same features on query/gallery")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -49,18 +52,29 @@ def main(argv: list[str] | None = None) -> None:
     if args.checkpoint:
         state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)["state_dict"]
         bb.load_state_dict({k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")})
-    syn = {"preset": args.preset, "seed": args.seed} if args.dataset == "synthetic" else None
+    overrides = dict(o.split("=", 1) for o in args.override)
+    syn = {"preset": args.preset, "seed": args.seed, "overrides": overrides} if args.dataset == "synthetic" else None
     dm = ReIDDataModule(name=args.dataset, root=args.root, synthetic=syn, height=args.height, width=args.width,
                         mean=bb.mean, std=bb.std, in_memory=True, test_batch_size=256)
     dm.prepare_data()
     dm.setup("fit")
-    with torch.no_grad():
-        feats = torch.cat([bb.extract(b["image"]) for b in dm.feature_dataloader("train")])
+    def extract(split: str) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat([bb.extract(b["image"]) for b in dm.feature_dataloader(split)])
+
+    feats = extract("train")
     pids = torch.tensor([r.pid for r in dm.data.train])
     cams = torch.tensor([r.camid for r in dm.data.train])
     stats = neighbour_precision(feats, pids, cams)
     print(f"{args.dataset} ({args.checkpoint or 'ImageNet ' + args.backbone}): 8-NN precision "
           + ", ".join(f"{k} {v:.3f}" for k, v in stats.items()))
+    if args.eval:
+        from mprd.evaluation import evaluate
+
+        q, g = dm.data.query, dm.data.gallery
+        m = evaluate(extract("query"), extract("gallery"), [r.pid for r in q], [r.camid for r in q],
+                     [r.pid for r in g], [r.camid for r in g])
+        print(f"  query/gallery with these features: Rank-1 {100 * m.rank1:.1f}, mAP {100 * m.mAP:.1f}")
 
 
 if __name__ == "__main__":

@@ -338,3 +338,177 @@ def test_honest_note_per_dataset(tmp_path: Path, paper: dict, dataset: str, pres
     df = aggregate(collect_runs(tmp_path), "table1", paper=paper)
     assert df.attrs["reference_dataset"] == ref
     assert phrase in render_markdown(df, date="2000-01-01")
+
+
+# ------------------------------------------------------------------------- uses besides images, Table 3
+
+
+def _table3_runs(root: Path) -> Path:
+    """Fabricated Table 3 runs: MPRD x2 seeds, MLCR, SSLR (camera IDs), UGA (not a row of the paper's Table 3)."""
+    uses_mprd = ["5 meta IDs", "CamStyle (camera IDs)"]
+    write_run(root, "mprd-seed0", "mprd", 0, 50.0, 30.0, artefact="table3", uses=uses_mprd)
+    write_run(root, "mprd-seed1", "mprd", 1, 54.0, 34.0, artefact="table3", uses=uses_mprd)
+    write_run(root, "mlcr-seed0", "mlcr", 0, 40.0, 20.0, artefact="table3", uses=["CamStyle (camera IDs)"])
+    write_run(root, "sslr-seed0", "sslr", 0, 30.0, 15.0, artefact="table3", uses=["camera IDs (CCE)"])
+    write_run(root, "uga-seed0", "uga", 0, 60.0, 40.0, artefact="table3", supervision="intra-camera labels",
+              uses=["intra-camera labels", "camera IDs (per-camera classifiers)"])
+    return root
+
+
+def test_table3_uses_column_and_extra_row(tmp_path: Path, paper: dict) -> None:
+    df = aggregate(collect_runs(_table3_runs(tmp_path / "runs")), "table3", paper=paper)
+    paper_keys = [r["key"] for r in paper["tables"]["table3"]["rows"]]
+    assert "uga" not in paper_keys and list(df["key"]) == paper_keys + ["uga"]  # extra rows after the paper's
+    t = df.set_index("key")
+    assert t.loc["mprd", "uses"] == "5 meta IDs + CamStyle (camera IDs)" and t.loc["mprd", "rank5_mean"] == 62.0
+    assert t.loc["sslr", "uses"] == "camera IDs (CCE)" and t.loc["sslr", "paper_rank10"] == 87.4
+    assert t.loc["uga", "uses"] == "intra-camera labels + camera IDs (per-camera classifiers)"
+    assert not t.loc["uga", "in_paper"] and math.isnan(t.loc["uga", "paper_rank1"])
+    assert t.loc["lomo", "n"] == 0 and pd.isna(t.loc["lomo", "uses"])
+    text = render_markdown(df, date="2000-01-01")
+    lines = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ")}
+    header = lines["| Row"].split(" | ")
+    assert header[-1] == "Uses besides images |" and "Paper Rank-5 (Market-1501)" in header
+    assert lines["| MPRD"].startswith("| MPRD | 2 | 52.0 ± 2.8 | 62.0 ± 2.8 | 72.0 ± 2.8 | 32.0 ± 2.8 | 83.0 | 91.3 |")
+    assert lines["| MPRD"].endswith("| 5 meta IDs + CamStyle (camera IDs) |")
+    assert lines["| SSLR [15] (CVPR20) †"].endswith("| camera IDs (CCE) |")
+    assert lines["| LOMO [12] (CVPR15) †"].endswith("| — |")
+    uga = [line for line in text.splitlines() if line.startswith("| UGA")]
+    assert len(uga) == 1 and " ‡ | 1 | 60.0 | 70.0 | 80.0 | 40.0 |" in uga[0] and "| — | — | — | — |" in uga[0]
+    assert "‡ Not a row of the paper's table" in text and "Uses besides images:" in text
+    assert list(df["key"]).index("uga") == len(df) - 1
+
+
+def test_uses_in_csv_and_differing_runs(tmp_path: Path) -> None:
+    root = _table3_runs(tmp_path / "runs")
+    uses = ["5 meta IDs", "CamStyle (camera IDs)"]
+    write_run(root, "mlcr-seed1", "mlcr", 1, 40.0, 20.0, artefact="table3", uses=uses)
+    out = tmp_path / "out"
+    assert report.main(["table3", "--runs", str(root), "--out", str(out), "--no-plot"]) == 0
+    csv = pd.read_csv(out / "table3-synthetic.csv").set_index("key")
+    assert csv.loc["mprd", "uses"] == "5 meta IDs + CamStyle (camera IDs)"
+    assert csv.loc["mlcr", "uses"] == "5 meta IDs + CamStyle (camera IDs) | CamStyle (camera IDs)"  # both settings
+    assert pd.isna(csv.loc["buc", "uses"])
+
+
+def test_uses_fallbacks_for_older_runs(tmp_path: Path) -> None:
+    """No `uses` field: derived from the run's .hydra/config.yaml, else its `supervision`, else unknown."""
+    path = write_run(tmp_path, "old", "mprd_nocam", 0, 50.0, 30.0)
+    hydra = path.parent / ".hydra"
+    hydra.mkdir()
+    (hydra / "config.yaml").write_text(
+        "max_epochs: 6\nseed: 3\ndataset: {name: synthetic}\ndata: {camstyle: auto}\n"
+        "method: {name: mprd_nocam, camstyle: false, meta: {num_ids: 5, seed: '${seed}'}}\n"
+        "paths: {output_dir: '${hydra:runtime.output_dir}'}\n"  # unresolvable outside Hydra: never read
+    )
+    assert load_run(path)["uses"] == "5 meta IDs"
+    sup = write_run(tmp_path, "uga", "uga", 0, 50.0, 30.0, supervision="intra-camera labels")
+    assert load_run(sup)["uses"] == "intra-camera labels"
+    assert load_run(write_run(tmp_path, "bare", "knn", 0, 5.0, 5.0))["uses"] is None
+    bad = write_run(tmp_path, "bad", "knn", 0, 5.0, 5.0, uses=[1, 2])
+    with pytest.raises(RunFileError, match="'uses' must be a list of strings"):
+        load_run(bad)
+
+
+# ------------------------------------------------------------------------------------------- wandb
+
+
+class FakeWandb:
+    """Stands in for the `wandb` module: records init kwargs, logged payloads, summary and finish."""
+
+    class Table:
+        def __init__(self, columns: list[str], data: list[list]) -> None:
+            self.columns, self.data = columns, data
+
+    class Image:
+        def __init__(self, image, caption: str = "") -> None:
+            self.size, self.caption = image.size, caption
+
+    def __init__(self) -> None:
+        self.inits: list[dict] = []
+        self.logged: list[dict] = []
+        self.summary: dict = {}
+        self.finished = 0
+
+    def init(self, **kwargs):
+        self.inits.append(kwargs)
+        fake = self
+
+        class Run:
+            name = kwargs["name"]
+            summary = fake.summary
+
+            def log(self, payload: dict) -> None:
+                fake.logged.append(payload)
+
+            def finish(self) -> None:
+                fake.finished += 1
+
+        return Run()
+
+
+def test_report_logged_to_wandb_as_table_and_image(tmp_path: Path, monkeypatch) -> None:
+    fake = FakeWandb()
+    monkeypatch.setitem(__import__("sys").modules, "wandb", fake)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    root = _table3_runs(tmp_path / "runs")
+    assert report.main(["table3", "--runs", str(root), "--out", str(tmp_path / "out"), "--wandb"]) == 0
+    (init,) = fake.inits
+    assert init["group"] == "table3-synthetic" and init["job_type"] == "report" and init["mode"] == "offline"
+    assert init["dir"] == str(root) and init["config"]["n_runs"] == 5 and init["config"]["seeds"] == [0, 1]
+    (payload,) = fake.logged
+    table = payload["report/table"]
+    assert table.columns[:3] == ["key", "display", "in_paper"] and "x" not in table.columns
+    assert {"uses", "rank1_mean", "rank1_std", "paper_rank10", "paper_mAP"} <= set(table.columns)
+    rows = {r[0]: dict(zip(table.columns, r, strict=True)) for r in table.data}
+    assert list(rows)[-1] == "uga" and len(rows) == len(report.load_paper()["tables"]["table3"]["rows"]) + 1
+    assert rows["mprd"]["rank1_mean"] == 52.0 and rows["mprd"]["rank1_std"] == pytest.approx(2.0 ** 1.5)
+    assert rows["mprd"]["paper_rank1"] == 83.0 and rows["mprd"]["uses"] == "5 meta IDs + CamStyle (camera IDs)"
+    assert rows["lomo"]["rank1_mean"] is None and rows["lomo"]["n"] == 0  # NaN -> empty cell
+    assert rows["uga"]["paper_rank1"] is None and rows["uga"]["in_paper"] is False
+    assert payload["report/plot"].size[0] > 600  # the report's PNG
+    assert fake.summary["mprd/rank1"] == 52.0 and fake.summary["uga/mAP"] == 40.0 and "lomo/rank1" not in fake.summary
+    assert fake.finished == 1
+
+
+def test_sweep_report_to_wandb_keeps_the_swept_value(runs_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    fake = FakeWandb()
+    monkeypatch.setitem(__import__("sys").modules, "wandb", fake)
+    df = aggregate(_runs(runs_dir), "fig4")
+    assert report.log_to_wandb(df, None, mode="disabled") == "report-fig4-synthetic"
+    table = fake.logged[0]["report/table"]
+    assert "report/plot" not in fake.logged[0] and fake.inits[0]["mode"] == "disabled"
+    xs = [r[table.columns.index("x")] for r in table.data]
+    assert xs == [0.3, 0.5, 0.7] and fake.summary["mprd@0.3/rank1"] == 49.0
+
+
+def test_sslr_lambda_c_sweep_report_and_plot(tmp_path: Path, paper: dict) -> None:
+    """`make sweep-sslr-lambda-c` runs (sweep={lambda_c: v}) -> one point per value, SSLR Fig. 4(d)'s text numbers
+    beside ours on Market-1501 (65.4 at 0, Table 1 "Ours" 71.7 / 37.8 at 0.02), md + csv + png from main."""
+    runs = tmp_path / "runs"
+    points = {0: (40.0, 20.0), 0.01: (44.0, 22.0), 0.02: (46.0, 23.0), 0.05: (41.0, 19.0)}
+    for x, (r1, m) in points.items():
+        write_run(runs, f"lambda_c{x}-seed0", "sslr", 0, r1, m, method="sslr", dataset="market1501",
+                  preset="paper_sslr", artefact="sweep-sslr-lambda-c", sweep={"lambda_c": x})
+    write_run(runs, "lambda_c0.02-seed1", "sslr", 1, 48.0, 25.0, method="sslr", dataset="market1501",
+              preset="paper_sslr", artefact="sweep-sslr-lambda-c", sweep={"lambda_c": 0.02})
+    df = aggregate(collect_runs(runs), "sweep-sslr-lambda-c", paper=paper)
+    assert df.attrs["param"] == "lambda_c" and df.attrs["chosen"] == 0.02
+    assert list(df["x"]) == [0, 0.01, 0.02, 0.05] and list(df["n"]) == [1, 1, 2, 1]
+    assert df["rank1_mean"].tolist() == pytest.approx([40.0, 44.0, 47.0, 41.0])
+    assert df.loc[2, "rank1_std"] == pytest.approx(math.sqrt(2.0))
+    assert df.loc[0, "paper_rank1"] == 65.4 and math.isnan(df.loc[0, "paper_mAP"])  # the text gives no mAP
+    assert (df.loc[2, "paper_rank1"], df.loc[2, "paper_mAP"]) == (71.7, 37.8)
+    assert df["paper_rank1"].isna().tolist() == [False, True, False, True]
+    text = render_markdown(df, date="2000-01-01")
+    assert "best Rank-1 at λ_c = 0.02" in text and "SSLR Figure 4(d)" in text
+    out = tmp_path / "out"
+    assert report.main(["sweep-sslr-lambda-c", "--runs", str(runs), "--out", str(out)]) == 0
+    csv = pd.read_csv(out / "sweep-sslr-lambda-c-market1501.csv")
+    assert csv["x"].tolist() == [0, 0.01, 0.02, 0.05]
+    png = out / "sweep-sslr-lambda-c-market1501.png"
+    assert png.read_bytes().startswith(PNG_MAGIC)
+    import matplotlib.pyplot as plt
+
+    height, width = plt.imread(png).shape[:2]
+    assert width > 600 and height > 300

@@ -142,6 +142,37 @@ def test_cce_hand_case():
     assert reliable_sets(g, None, cams, 1, lambda_p=0.0, lambda_c=0.02)[0, 0] == 2
 
 
+@pytest.mark.parametrize("lambda_p,lambda_c", [(0.5, 0.02), (1.0, 0.0)])
+def test_float16_part_storage_equals_brute_force_on_the_stored_values(lambda_p, lambda_c):
+    """The memory-bounded path (parts stored in float16, upcast per stripe and block) computes exactly Eq. 7 of
+    the stored values, and on random inputs picks the same reliable sets as float32 storage."""
+    g, parts, cams = random_features(n=53, c=16, p=4, seed=3)
+    half = parts.half()
+    ref = brute_force_d(g, half.double(), cams, lambda_p, lambda_c)
+    ref.fill_diagonal_(math.inf)
+    got = reliable_sets(g, half, cams, 4, lambda_p=lambda_p, lambda_c=lambda_c, block_rows=10)
+    assert torch.equal(got, torch.topk(ref, 4, dim=1, largest=False).indices)
+    rows = dissimilarity_rows(5, 17, g, half, cams, lambda_p, lambda_c).double()
+    off = ref[5:17].isfinite()
+    assert torch.allclose(rows[off], ref[5:17][off], atol=1e-5)
+    # storage rounding (2^-11 relative) moves D by far less than the gaps between neighbours here
+    full = brute_force_d(g, parts, cams, lambda_p, lambda_c)
+    assert (full[5:17][off] - ref[5:17][off]).abs().max() < 2e-3
+    assert torch.equal(got, reliable_sets(g, parts, cams, 4, lambda_p=lambda_p, lambda_c=lambda_c, block_rows=10))
+
+
+def test_part_norms_of_float16_storage_need_no_full_upcast():
+    """The squared part norms of float16 storage equal those of the upcast values (computed stripe by stripe)."""
+    from mprd.methods.sslr import _squared_norms
+
+    g, parts, _ = random_features(n=9, c=5, p=3, seed=4)
+    half = parts.half()
+    g_sq, p_sq = _squared_norms(g, half)
+    assert p_sq.dtype == torch.float32 and p_sq.shape == (9, 3)
+    assert torch.allclose(p_sq, half.float().square().sum(dim=2), atol=1e-6)
+    assert p_sq[9 // 2, 1] == 0.0  # the all-zero stripe
+
+
 def test_reliable_sets_reject_bad_k():
     g, parts, cams = random_features(n=5)
     with pytest.raises(ValueError, match="k=5"):
@@ -174,6 +205,32 @@ def test_config_rejects_unknown_keys_and_bad_values():
         config_from_method({"soft": {"lam": 1.5}})
     with pytest.raises(ValueError, match="lambda_p"):
         config_from_method({"similarity": {"lambda_p": -0.1}})
+    with pytest.raises(ValueError, match="part_dtype='bfloat16'"):
+        config_from_method({"similarity": {"part_dtype": "bfloat16"}})
+
+
+ROWS = {  # SSLR Tab. 1 rows: experiment/row key -> (lambda_p, lambda_c, iterations, paper label)
+    "sslr_baseline": (0.5, 0.02, 0, "Baseline"),
+    "sslr_global": (0.0, 0.0, None, "w/o part and CCE"),
+    "sslr_cce": (0.0, 0.02, None, "w/o part"),
+    "sslr": (0.5, 0.02, None, "SSLR (Ours"),
+}
+
+
+@pytest.mark.parametrize("row", list(ROWS))
+def test_table1_rows_compose_with_their_dissimilarity(row, tmp_path):
+    """Each row changes only what SSLR Tab. 1 changes (D's terms; the baseline stops after stage 0), and its
+    key is the row key of the paper numbers (display = the paper's label)."""
+    from mprd.report import load_paper
+
+    cfg = compose_cfg(tmp_path, f"experiment=sslr/{row}")
+    lambda_p, lambda_c, iterations, label = ROWS[row]
+    assert cfg.row == cfg.method.name == row and cfg.artefact == "sslr"
+    sim = cfg.method.similarity
+    assert (sim.lambda_p, sim.lambda_c, cfg.method.schedule.iterations) == (lambda_p, lambda_c, iterations)
+    assert (cfg.method.soft.lam, cfg.method.soft.k, sim.parts) == (0.6, 4, 8)
+    baselines = {r["key"]: r for r in load_paper()["tables"]["baselines"]["rows"]}
+    assert label in baselines[row]["display"]
 
 
 # -------------------------------------------------------------------------------- table, checkpoints
@@ -270,3 +327,45 @@ def test_resume_mid_iteration_matches_an_uninterrupted_run(data_root, tmp_path):
     b = torch.load(ckpt, weights_only=False)
     assert torch.allclose(a["state_dict"]["table.features"], b["state_dict"]["table.features"], atol=1e-6)
     assert torch.equal(a["sslr"]["reliable"], b["sslr"]["reliable"])
+
+
+def test_float16_part_storage_in_a_tiny_run_gives_the_float32_reliable_sets(data_root, tmp_path, monkeypatch):
+    """`method.similarity.part_dtype=float16` (the MSMT17-scale memory setting) reaches the training path: after
+    the same stage 0, iteration 1's reliable sets match those of float32 storage (rounding may flip near-ties)."""
+    import mprd.methods.sslr as sslr_module
+
+    stored = []
+
+    def recording(global_feats, part_feats, *args, **kwargs):
+        stored.append(part_feats.dtype)
+        return reliable_sets(global_feats, part_feats, *args, **kwargs)
+
+    monkeypatch.setattr(sslr_module, "reliable_sets", recording)
+    common = ("experiment=sslr/sslr", "max_epochs=2", "eval_every=100", "data.batch_size=16",
+              "method.schedule.stage0_epochs=1", "method.schedule.epochs_per_iteration=1")
+    sets = {}
+    for dtype in ("float32", "float16"):
+        run(compose_cfg(data_root, *common, f"method.similarity.part_dtype={dtype}"), tmp_path / dtype)
+        assert stored.pop() == getattr(torch, dtype) and not stored
+        ckpt = torch.load(tmp_path / dtype / "checkpoints" / "last.ckpt", weights_only=False)
+        assert ckpt["sslr"]["reliable_iteration"] == 1
+        sets[dtype] = ckpt["sslr"]["reliable"].sort(dim=1).values
+    same = (sets["float16"] == sets["float32"]).all(dim=1).float().mean().item()
+    assert same >= 0.9
+
+
+@pytest.mark.parametrize(
+    ("preset", "expected"),
+    [("cpu", {"sslr": (2, 2, 2), "sslr_baseline": (2, 2, 0)}),
+     ("cpu_real", {"sslr": (2, 1, 2), "sslr_baseline": (2, 1, 0)}),
+     ("paper_sslr", {"sslr": (25, 2, 20), "sslr_baseline": (25, 2, 0)})],
+)
+def test_sslr_rows_fit_each_preset_schedule(tmp_path, preset, expected):
+    """The CPU presets shorten SSLR's schedule (`sslr_schedule`) so its rows fit max_epochs; the paper's stays."""
+    for row, (stage0, per, iterations) in expected.items():
+        cfg = compose_cfg(tmp_path, f"experiment=sslr/{row}", f"preset={preset}")
+        given = cfg.method.schedule
+        schedule = Schedule.resolve(ScheduleConfig(stage0_epochs=given.stage0_epochs,
+                                                   epochs_per_iteration=given.epochs_per_iteration,
+                                                   iterations=given.iterations), int(cfg.max_epochs))
+        assert (schedule.stage0, schedule.per_iteration, schedule.iterations) == (stage0, per, iterations), row

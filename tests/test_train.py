@@ -47,6 +47,7 @@ def test_knn_run_writes_metrics(data_root, tmp_path):
     assert saved["final"]["rank1"] <= saved["final"]["rank5"] <= saved["final"]["rank10"]
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
     assert "labels/pair_precision" in saved["train_log"]
+    assert saved["uses"] == ["CamStyle (camera IDs)"]  # the reports' "Uses besides images" (synthetic: CamStyle)
 
 
 def test_mprd_resume_matches_an_uninterrupted_run(data_root, tmp_path):
@@ -78,3 +79,48 @@ def test_mlcr_recipe_runs_with_mplp_after_the_warm_up(data_root, tmp_path, metho
     written = (norms - 1).abs() < 1e-4
     # zero-initialised (MLCR), unit norm once drawn; drop_last leaves a few slots undrawn in 2 short epochs
     assert bool((written | (norms == 0)).all()) and int(written.sum()) >= 2 * 16
+
+
+def test_wandb_group_tags_and_config(tmp_path):
+    """One group per artefact (`<artefact>-<dataset>`), tags per row and seed, the whole config logged."""
+    from mprd.train import build_loggers, wandb_group, wandb_tags
+
+    cfg = compose_cfg(tmp_path, "experiment=table2/mlcr_5id", "seed=2", "logger.wandb.enabled=true")
+    assert wandb_group(cfg) == "table2-synthetic"
+    assert wandb_tags(cfg) == ["table2", "mlcr_5id", "row:mlcr_5id", "seed:2"]
+    assert wandb_group(compose_cfg(tmp_path, "method=knn")) == "knn-synthetic"  # no artefact: the run name
+    assert wandb_group(compose_cfg(tmp_path, "logger.wandb.group=mine")) == "mine"
+    (logger,) = [lg for lg in build_loggers(cfg, tmp_path) if lg.__class__.__name__ == "WandbLogger"]
+    init = logger._wandb_init  # the run starts lazily: nothing is written by this test
+    assert init["group"] == "table2-synthetic" and init["tags"] == wandb_tags(cfg) and init["mode"] == "offline"
+    assert init["config"]["method"]["meta_ground_truth"] == {"num_ids": 5, "seed": 2}  # resolved, in full
+    assert init["config"]["optim"] == dict(cfg.optim)
+
+
+def test_finish_wandb_sets_the_final_summary():
+    from mprd.train import finish_wandb
+
+    class Experiment:
+        def __init__(self) -> None:
+            self.summary, self.finished = {}, False
+
+        def finish(self) -> None:
+            self.finished = True
+
+    class WandbLogger:  # matched by class name, like Lightning's
+        def __init__(self) -> None:
+            self.experiment = Experiment()
+
+    class CSVLogger:
+        experiment = None
+
+    class Trainer:
+        loggers = [CSVLogger(), WandbLogger()]
+
+    final = {"rank1": 50.0, "rank5": 60.0, "rank10": 70.0, "mAP": 30.0, "mINP": 10.0}
+    finish_wandb(Trainer, {"final": final, "uses": ["5 meta IDs", "CamStyle (camera IDs)"]})
+    exp = Trainer.loggers[1].experiment
+    assert exp.finished and exp.summary == {
+        "final/rank1": 50.0, "final/rank5": 60.0, "final/rank10": 70.0, "final/mAP": 30.0, "final/mINP": 10.0,
+        "uses": "5 meta IDs + CamStyle (camera IDs)",
+    }

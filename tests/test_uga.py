@@ -18,19 +18,23 @@ from mprd.data.datamodule import CameraBalancedSampler
 from mprd.data.records import DatasetError, ImageRecord
 from mprd.methods.uga import (
     CrossViewGraph,
+    NoiseConfig,
     UGAConfig,
     UGAEncoder,
     UGAModule,
     branch_columns,
     build_cvg,
     class_logits,
+    cvg_curve,
     cvg_statistics,
+    edge_precision_recall,
     inter_camera_loss,
     intra_camera_loss,
     milestone_epochs,
     tracklet_centres,
     tracklet_pids,
     tracklets_from_records,
+    undirected_edges,
 )
 
 
@@ -69,6 +73,113 @@ def test_tracklets_reject_junk_and_empty():
         tracklets_from_records(records([(1, 0), (-1, 1)]))
     with pytest.raises(ValueError, match="empty"):
         tracklets_from_records([])
+
+
+# ---------------------------------------------------------------------------- noisy tracklets (Table 6)
+def noise_records() -> list[ImageRecord]:
+    """Camera 0: pids 0-5, 3 images each; camera 1: pids 0-4 with 2, 3, 4, 5, 6 images; camera 2: pid 9 with
+    2 images; camera 3: pid 8 with 1 image."""
+    pairs = [(p, 0) for p in range(6) for _ in range(3)]
+    pairs += [(p, 1) for p in range(5) for _ in range(p + 2)]
+    return records(pairs + [(9, 2)] * 2 + [(8, 3)])
+
+
+def clean_members(recs: list[ImageRecord], tracklet: torch.Tensor) -> dict[int, set[tuple[int, int]]]:
+    """Noisy label -> the clean (pid, camera) tracklets its images come from."""
+    out: dict[int, set[tuple[int, int]]] = {}
+    for r, t in zip(recs, tracklet.tolist(), strict=True):
+        out.setdefault(t, set()).add((r.pid, r.camid))
+    return out
+
+
+def check_within_camera(recs: list[ImageRecord], tracklet: torch.Tensor, camera: torch.Tensor) -> None:
+    assert torch.equal(camera[tracklet], torch.tensor([r.camid for r in recs]))  # every label in one camera
+    assert sorted(set(tracklet.tolist())) == list(range(camera.numel()))  # ids 0..M-1, none empty
+    assert camera.tolist() == sorted(camera.tolist())  # still numbered camera by camera
+
+
+def test_zero_noise_is_the_identity():
+    recs = noise_records()
+    clean = tracklets_from_records(recs, seed=4)
+    for noise in (NoiseConfig(), NoiseConfig(duplication=0.0, duplication_parts=5, mislabeling=0.0)):
+        noisy = tracklets_from_records(recs, seed=4, noise=noise)
+        assert torch.equal(noisy[0], clean[0]) and torch.equal(noisy[1], clean[1])
+
+
+def test_id_duplication_exact_counts():
+    recs = noise_records()
+    # 50 %: round(3) of camera 0's 6 tracklets and round(2.5) = 3 of camera 1's 5 get 2 labels each; camera 2's
+    # only tracklet (round(0.5) = 1) too; camera 3's is chosen as well but has 1 image, so it keeps 1 label
+    tracklet, camera = tracklets_from_records(recs, seed=0, noise=NoiseConfig(duplication=0.5))
+    check_within_camera(recs, tracklet, camera)
+    assert Counter(camera.tolist()) == {0: 6 + 3, 1: 5 + 3, 2: 2, 3: 1}
+    assert all(len(m) == 1 for m in clean_members(recs, tracklet).values())  # a split never mixes tracklets
+    # 100 % into 3 parts: every tracklet of n images becomes min(n, 3) labels, its images dealt out evenly
+    tracklet, camera = tracklets_from_records(recs, seed=0, noise=NoiseConfig(duplication=1.0, duplication_parts=3))
+    check_within_camera(recs, tracklet, camera)
+    assert Counter(camera.tolist()) == {0: 6 * 3, 1: 2 + 3 + 3 + 3 + 3, 2: 2, 3: 1}
+    sizes = Counter(tracklet.tolist())
+    for clean, labels in _labels_of_clean(recs, tracklet).items():
+        parts = sorted(sizes[t] for t in labels)
+        assert parts[-1] - parts[0] <= 1, clean  # images dealt out round-robin
+
+
+def _labels_of_clean(recs: list[ImageRecord], tracklet: torch.Tensor) -> dict[tuple[int, int], set[int]]:
+    out: dict[tuple[int, int], set[int]] = {}
+    for r, t in zip(recs, tracklet.tolist(), strict=True):
+        out.setdefault((r.pid, r.camid), set()).add(t)
+    return out
+
+
+def test_mislabeling_exact_counts_and_merges_inside_a_camera():
+    recs = noise_records()
+    # 40 %: round(2.4) = 2 of camera 0's 6 merged, round(2.0) = 2 of camera 1's 5; a camera with one
+    # tracklet has nothing to merge into and keeps it
+    tracklet, camera = tracklets_from_records(recs, seed=0, noise=NoiseConfig(mislabeling=0.4))
+    check_within_camera(recs, tracklet, camera)
+    assert Counter(camera.tolist()) == {0: 4, 1: 3, 2: 1, 3: 1}
+    assert all(len(labels) == 1 for labels in _labels_of_clean(recs, tracklet).values())  # merged whole
+    members = clean_members(recs, tracklet)
+    for cam, moved in ((0, 2), (1, 2)):
+        groups = [m for t, m in members.items() if camera[t] == cam]
+        assert sum(len(m) - 1 for m in groups) == moved  # exactly `moved` tracklets lost their own label
+    # the majority pid of a merged label is the pid with most images (diagnostic only)
+    pids = tracklet_pids(recs, tracklet)
+    for t, m in members.items():
+        sizes = Counter(r.pid for r, tt in zip(recs, tracklet.tolist(), strict=True) if tt == t)
+        assert pids[t] == min(p for p, n in sizes.items() if n == max(sizes.values()))
+    # combined: merge (6 -> 4, 5 -> 3), then split round(0.5 * M_t) of the merged tracklets (all >= 2 images)
+    tracklet, camera = tracklets_from_records(recs, seed=0, noise=NoiseConfig(duplication=0.5, mislabeling=0.4))
+    check_within_camera(recs, tracklet, camera)
+    assert Counter(camera.tolist()) == {0: 4 + 2, 1: 3 + 2, 2: 2, 3: 1}
+
+
+def test_noise_is_seeded():
+    recs = records([(p, c) for p in range(30) for c in range(2) for _ in range(2)])
+    noise = NoiseConfig(duplication=0.3, mislabeling=0.3)
+    a = tracklets_from_records(recs, seed=1, noise=noise)[0]
+    assert torch.equal(a, tracklets_from_records(recs, seed=1, noise=noise)[0])
+    def partition(t: torch.Tensor) -> set[frozenset[int]]:  # label ids aside: which images share a label
+        return {frozenset(torch.nonzero(t == label).flatten().tolist()) for label in t.unique()}
+
+    clean = partition(tracklets_from_records(recs, seed=1)[0])
+    assert partition(a) != clean
+    assert partition(tracklets_from_records(recs, seed=2, noise=noise)[0]) != partition(a)
+
+
+def test_noise_config_validation():
+    assert UGAConfig.from_method({"noise": {"duplication": 1.0, "mislabeling": 0.5}}).noise.active
+    with pytest.raises(ValueError, match="method.noise.mislabeling"):
+        UGAConfig.from_method({"noise": {"mislabeling": 1.0}})
+    with pytest.raises(ValueError, match="method.noise.duplication="):
+        UGAConfig.from_method({"noise": {"duplication": 1.5}})
+    with pytest.raises(ValueError, match="method.noise.duplication_parts"):
+        UGAConfig.from_method({"noise": {"duplication": 0.5, "duplication_parts": 1}})
+
+
+def test_tracklet_pids_majority_and_ties():
+    recs = records([(5, 0), (5, 0), (7, 0), (3, 1), (9, 1), (4, 2)])
+    assert tracklet_pids(recs, torch.tensor([0, 0, 0, 1, 1, 2])).tolist() == [5, 3, 4]
 
 
 # ---------------------------------------------------------------------------------------- sampler
@@ -152,8 +263,10 @@ def test_centres_are_tracklet_means():
 
 
 # -------------------------------------------------------------------------------------------- CVG
-def brute_force_cvg(centres: torch.Tensor, branch: torch.Tensor, k: int, lam: float) -> torch.Tensor:
-    """Dense (M, M) edge weights by Eqs. 4-5, pair by pair (self edges excluded)."""
+def brute_force_cvg(centres: torch.Tensor, branch: torch.Tensor, k: int, lam: float,
+                    mutual: bool = True) -> torch.Tensor:
+    """Dense (M, M) edge weights by Eqs. 4-5, pair by pair (self edges excluded); without `mutual`, the directed
+    K-NN relation (row i holds i's own K nearest centres of each other camera)."""
     unit = F.normalize(centres, dim=1)
     num = centres.shape[0]
     cos = unit @ unit.t()
@@ -166,8 +279,8 @@ def brute_force_cvg(centres: torch.Tensor, branch: torch.Tensor, k: int, lam: fl
     for i, j in itertools.product(range(num), repeat=2):
         if branch[i] == branch[j]:
             continue
-        mutual = j in knn(i, int(branch[j])) and i in knn(j, int(branch[i]))
-        if mutual and cos[i, j] > lam:
+        linked = j in knn(i, int(branch[j])) and (i in knn(j, int(branch[i])) or not mutual)
+        if linked and cos[i, j] > lam:
             dense[i, j] = cos[i, j]
     return dense
 
@@ -201,6 +314,26 @@ def test_cvg_equals_brute_force(k):
     assert bool((graph.neighbors[torch.arange(18), branch] == -1).all())
 
 
+@pytest.mark.parametrize("k", [1, 2])
+def test_cvg_without_mutual_rule_equals_brute_force(k):
+    g = torch.Generator().manual_seed(10 + k)
+    branch = torch.tensor([0] * 6 + [1] * 5 + [2] * 7)
+    centres = torch.randn(18, 8, generator=g)
+    one_sided = brute_force_cvg(centres, branch, k, -1.0, mutual=False)
+    lam = one_sided[one_sided != 0].median().item()
+    for threshold in (-1.0, lam):
+        graph = build_cvg(centres, branch, k=k, threshold=threshold, mutual=False)
+        expected = brute_force_cvg(centres, branch, k, threshold, mutual=False)
+        assert torch.allclose(dense(graph), expected, atol=1e-6)
+        mutual = dense(build_cvg(centres, branch, k=k, threshold=threshold))
+        assert bool(((mutual != 0) <= (expected != 0)).all())  # the mutual graph is a subgraph
+    assert not torch.equal(one_sided != 0, one_sided.t() != 0)  # the test covers one-sided pairs
+    # undirected edges: a pair linked in either direction counts once
+    pairs = undirected_edges(build_cvg(centres, branch, k=k, threshold=-1.0, mutual=False))
+    either = torch.triu((one_sided != 0) | (one_sided.t() != 0), diagonal=1)
+    assert sorted(map(tuple, pairs.tolist())) == sorted(map(tuple, either.nonzero().tolist()))
+
+
 def test_cvg_rejects_one_sided_nearest_neighbours():
     # camera 0: a, b; camera 1: c. c's NN in camera 0 is a, b's NN in camera 1 is c but not mutual
     centres = torch.tensor([[1.0, 0.0], [0.9, 0.44], [0.99, 0.1]])
@@ -208,6 +341,43 @@ def test_cvg_rejects_one_sided_nearest_neighbours():
     assert graph.neighbors[:, :, 0].tolist() == [[-1, 2], [-1, -1], [0, -1]]
     cos = F.cosine_similarity(centres[0], centres[2], dim=0)
     assert graph.weights[0, 1, 0].item() == pytest.approx(cos.item(), rel=1e-6)
+
+
+def test_edge_precision_recall_on_a_hand_made_case():
+    # tracklets: pid 1 in cams 0, 1, 2 and again in cam 0 (a duplicated tracklet); pid 2 in cams 0, 1; pid 3
+    pid = torch.tensor([1, 1, 2, 2, 1, 3, 1])
+    branch = torch.tensor([0, 1, 0, 1, 2, 2, 0])
+    # true cross-camera pairs: pid 1 has 2 + 1 + 1 tracklets over cams 0, 1, 2 -> (4^2 - 2^2 - 1 - 1) / 2 = 5;
+    # pid 2: 1; the same-camera pair (0, 6) cannot be an edge and is not counted
+    pairs = torch.tensor([[0, 1], [1, 2], [2, 3], [0, 4]])  # right, wrong (pid 1 vs 2), right, right
+    precision, recall = edge_precision_recall(pairs, pid, branch)
+    assert precision == pytest.approx(3 / 4) and recall == pytest.approx(3 / 6)
+    empty = edge_precision_recall(torch.zeros(0, 2, dtype=torch.long), pid, branch)
+    assert math.isnan(empty[0]) and empty[1] == 0.0
+
+
+def test_cvg_curve_matches_the_graphs_and_thins_with_lambda():
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randn(8, 16, generator=g)
+    who = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 0, 2, 4, 6, 7])
+    branch = torch.tensor([0] * 8 + [1] * 6 + [2] * 5)
+    centres = ids[who] + 0.9 * torch.randn(19, 16, generator=g)
+    lams = [0.1, 0.3, 0.5, 0.7, 0.9]
+    rows = cvg_curve(centres, branch, who, lams)
+    assert [(r["mutual"], r["lambda"]) for r in rows] == [(m, lam) for m in (True, False) for lam in lams]
+    by = {(r["mutual"], r["lambda"]): r for r in rows}
+    for lam in lams:
+        mutual, one_sided = by[(True, lam)], by[(False, lam)]
+        expected = brute_force_cvg(centres, branch, 1, lam, mutual=False)
+        assert one_sided["edges"] == int(torch.triu((expected != 0) | (expected.t() != 0), 1).sum())
+        assert mutual["edges"] <= one_sided["edges"]
+        assert mutual["recall"] <= one_sided["recall"]  # the mutual edges are a subset
+        pairs = undirected_edges(build_cvg(centres, branch, k=1, threshold=lam))
+        assert (mutual["precision"], mutual["recall"]) == pytest.approx(edge_precision_recall(pairs, who, branch),
+                                                                        nan_ok=True)
+    for m in (True, False):
+        edges = [by[(m, lam)]["edges"] for lam in lams]
+        assert edges == sorted(edges, reverse=True) and edges[0] > 0
 
 
 def test_cvg_statistics_against_hidden_pids():
@@ -395,3 +565,95 @@ def test_uga_resume_across_the_transition_matches_a_straight_run(data_root, tmp_
     intra = run_cfg(compose_cfg(data_root, *common[1:], "experiment=uga/intra", "eval_every=1"), tmp_path / "intra")
     assert [e["epoch"] for e in intra["per_epoch"]] == [1]
     assert intra["row"] == "uga_intra"
+
+
+# ------------------------------------------------------------------- rows, sweeps and reports (Tables 3-6)
+def test_issue_rows_and_the_table5_pair(tmp_path):
+    rows = {e: compose_cfg(tmp_path, f"experiment=uga/{e}") for e in ("intra", "noself", "uga", "noself_lambda070",
+                                                                      "lambda070", "table3")}
+    assert [rows[e].row for e in ("intra", "noself", "uga")] == ["uga_intra", "uga_noself", "uga"]
+    full, noself = rows["uga"], rows["noself"]
+    assert noself.method.loss.self_weight == 0.0 and full.method.loss.self_weight == 1.0
+    # uga_noself differs from uga in the alpha term only; the paper's lambda = 0.7 pair is a separate row
+    assert {**noself.method, "loss": None} == {**full.method, "loss": None}
+    pair = rows["noself_lambda070"], rows["lambda070"]
+    assert [c.method.cvg.threshold for c in pair] == [0.7, 0.7] and pair[0].row == "uga_noself_lambda0.7"
+    assert rows["table3"].artefact == "table3" and "intra-camera-labels" in rows["table3"].tags
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    assert "UGA_ROWS ?= intra,noself,uga\n" in makefile
+
+
+def _write_metrics(folder: Path, row: str, artefact: str, sweep: dict, rank1: float, mAP: float) -> None:
+    folder.mkdir(parents=True)
+    rec = {"method": row, "row": row, "artefact": artefact, "dataset": "synthetic", "seed": 0, "preset": "cpu",
+           "sweep": sweep, "final": {"rank1": rank1, "rank5": rank1 + 5, "rank10": rank1 + 8, "mAP": mAP}}
+    (folder / "metrics.json").write_text(json.dumps(rec))
+
+
+def test_noise_sweep_report_splits_the_two_kinds(tmp_path):
+    from mprd import report
+
+    for kind, rates in (("duplication", (0.0, 0.2, 0.5, 1.0)), ("mislabeling", (0.0, 0.2, 0.5))):
+        for rate in rates:
+            _write_metrics(tmp_path / f"{kind}{rate}", "uga_intra", "sweep-uga-noise", {"rate": rate, "kind": kind},
+                           50.0 - 10 * rate, 30.0 - 10 * rate)
+    df = report.aggregate(report.collect_runs(tmp_path), "sweep-uga-noise", "synthetic")
+    assert df.attrs["param"] == "rate" and df.attrs["reference_dataset"] == "mars"
+    got = {(r.key, r.x): (r.rank1_mean, r.paper_rank1, r.paper_rank5, r.paper_mAP) for r in df.itertuples()}
+    assert len(got) == 7
+    assert got[("uga_intra[kind=duplication]", 0.2)] == (48.0, 54.1, 68.9, 31.9)  # UGA Table 6
+    assert got[("uga_intra[kind=duplication]", 1.0)] == (40.0, 48.8, 64.2, 27.2)
+    assert got[("uga_intra[kind=mislabeling]", 0.5)] == (45.0, 45.7, 61.4, 26.8)
+    assert got[("uga_intra[kind=mislabeling]", 0.0)][1:] == (55.1, 74.6, 35.1)
+
+
+def test_lambda_sweep_report_files(tmp_path):
+    from mprd import report
+
+    for lam in (0.55, 0.6, 0.65, 0.7, 0.75):
+        _write_metrics(tmp_path / "runs" / f"lambda{lam}", "uga", "sweep-uga-lambda", {"lambda": lam}, 40 + lam, 20.0)
+    assert report.main(["sweep-uga-lambda", "--runs", str(tmp_path / "runs"), "--dataset", "synthetic",
+                        "--out", str(tmp_path / "out")]) == 0
+    text = (tmp_path / "out" / "sweep-uga-lambda-synthetic.md").read_text()
+    assert text.startswith("# UGA Table 3: CVG threshold λ (intra-camera labels)")
+    line = next(row for row in text.splitlines() if row.startswith("| UGA") and "| 0.7 |" in row)
+    assert "| 40.7 |" in line and "| 87.9 | 71.0 |" in line  # ours, then Market-1501's Table 3 row
+    assert (tmp_path / "out" / "sweep-uga-lambda-synthetic.png").stat().st_size > 0
+
+
+def test_build_module_applies_the_noise_options(tmp_path):
+    from types import SimpleNamespace
+
+    from mprd.methods.uga import build_module
+    from mprd.models.backbone import build_backbone
+
+    recs = noise_records()
+    dm = SimpleNamespace(data=SimpleNamespace(train=recs), camera_balanced_dataloader=lambda: None)
+    cfg = compose_cfg(tmp_path, "experiment=uga/intra", "method.noise.mislabeling=0.4", "method.model.embed_dim=8")
+    module = build_module(cfg, dm, build_backbone("resnet18", pretrained="none"))
+    assert module.num_tracklets == 4 + 3 + 1 + 1
+    expected = tracklets_from_records(recs, seed=int(cfg.seed), noise=NoiseConfig(mislabeling=0.4))[0]
+    assert torch.equal(module.tracklet_of_image, expected)
+
+
+def test_cvg_curve_cli_on_tiny(data_root, tmp_path):
+    """benchmarks/uga_cvg_curve.py with no checkpoint (the initial network) on the tiny set: one CSV row per
+    (mutual, λ), mutual edges never more than one-sided ones, and the PNG."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "uga_cvg_curve.py"
+    spec = importlib.util.spec_from_file_location("uga_cvg_curve", path)
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    args = [f"paths.root_dir={data_root}", "dataset.synthetic.preset=tiny", "logger.wandb.enabled=false",
+            "data.test_batch_size=128", "--lambdas", "0.1,0.5,0.65,0.9", "--out", str(tmp_path), "--device", "cpu"]
+    assert cli.main(args) == 0
+    lines = (tmp_path / "uga-cvg-curve-synthetic-initial.csv").read_text().splitlines()
+    assert lines[0] == "mutual,lambda,edges,precision,recall" and len(lines) == 1 + 2 * 4
+    rows = [line.split(",") for line in lines[1:]]
+    assert [(r[0], float(r[1])) for r in rows] == [(m, lam) for m in ("true", "false") for lam in (0.1, 0.5, 0.65, 0.9)]
+    edges = {(r[0], r[1]): int(r[2]) for r in rows}
+    assert all(edges[("true", lam)] <= edges[("false", lam)] for lam in ("0.1", "0.5", "0.65", "0.9"))
+    assert edges[("true", "0.1")] > 0 and all(0.0 <= float(r[4]) <= 1.0 for r in rows)
+    assert (tmp_path / "uga-cvg-curve-synthetic-initial.png").read_bytes()[:4] == b"\x89PNG"
+    assert cli.main(["--run", str(tmp_path / "missing")]) == 2  # clear error, no traceback

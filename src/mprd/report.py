@@ -1,6 +1,7 @@
 """Reports: our finished runs beside the papers' own numbers (MPRD Tables 1-4, Figure 4, sweeps, baselines).
 
     python -m mprd.report <artefact> --runs <dir> [--dataset NAME] [--preset NAME] [--out experiments/results]
+                          [--wandb]   (also log the table + plot to wandb, job_type "report", artefact's group)
 
 `<dir>` is searched recursively for `metrics.json` files (written by `mprd.train`). Each report is written as
 `<out>/<artefact>-<dataset>.md`, `.csv` and `.png`. Our numbers are mean ± std over seeds (std with ddof = 1);
@@ -15,6 +16,7 @@ import argparse
 import datetime as dt
 import json
 import math
+import os
 import re
 import sys
 import warnings
@@ -32,11 +34,16 @@ SHOWN = ("rank1", "rank5", "rank10", "mAP")  # columns of the markdown (mINP sta
 REQUIRED = ("rank1", "mAP")
 METRIC_NAMES = {"rank1": "Rank-1", "rank5": "Rank-5", "rank10": "Rank-10", "mAP": "mAP", "mINP": "mINP"}
 DELTA_METRICS = ("rank1", "mAP")
+USES_HEADER = "Uses besides images"
 ANCHORS = ("single", "super")  # Table 1's lower and upper bounds: the yardsticks of our own numbers
 LABEL_KEYS = {"pair_precision": "labels/pair_precision", "pair_recall": "labels/pair_recall"}
 
 TABLE_ARTEFACTS = ("table1", "table2", "table3", "table4", "baselines")
 SWEEP_ARTEFACTS = ("fig4", "sweep-mu", "sweep-k", "sweep-delta", "sweep-meta-ids")
+SSLR_SWEEPS = ("sweep-sslr-lam", "sweep-sslr-k", "sweep-sslr-lambda-c", "sweep-sslr-lambda-p", "sweep-sslr-parts")
+SWEEP_ARTEFACTS += SSLR_SWEEPS  # SSLR Fig. 4(b)-(f), `make sweep-sslr-*`
+UGA_SWEEPS = ("sweep-uga-lambda", "sweep-uga-noise")
+SWEEP_ARTEFACTS += UGA_SWEEPS  # UGA Tables 3 and 6, `make sweep-uga-lambda`, `make sweep-uga-noise`
 ARTEFACTS = TABLE_ARTEFACTS + SWEEP_ARTEFACTS
 # Table 4 is Table 3 on MSMT17: without --dataset it is only written for MSMT17 runs
 ONLY_DATASETS = {"table4": ("msmt17",)}
@@ -52,12 +59,23 @@ TITLES = {
     "sweep-k": "Sweep of k (neighbour count)",
     "sweep-delta": "Sweep of δ (BD loss, Eq. 2)",
     "sweep-meta-ids": "Sweep of the number of meta identities",
+    "sweep-sslr-lam": "SSLR Figure 4(b): own-class weight λ of the softened target (Eq. 3)",
+    "sweep-sslr-k": "SSLR Figure 4(c): number of reliable images k",
+    "sweep-sslr-lambda-c": "SSLR Figure 4(d): cross-camera encouragement λ_c (Eq. 6)",
+    "sweep-sslr-lambda-p": "SSLR Figure 4(e): part-distance weight λ_p (Eq. 7)",
+    "sweep-sslr-parts": "SSLR Figure 4(f): number of parts p (Eq. 5)",
 }
 PARAM_NAMES = {"mu": "μ", "k": "k", "delta": "δ", "meta_ids": "meta IDs"}
+PARAM_NAMES.update({"lam": "λ", "lambda_c": "λ_c", "lambda_p": "λ_p", "parts": "p (parts)"})  # SSLR Fig. 4
+PARAM_NAMES.update({"lambda": "λ (CVG threshold)", "rate": "noise rate"})  # UGA Tables 3 and 6
+TITLES.update({
+    "sweep-uga-lambda": "UGA Table 3: CVG threshold λ (intra-camera labels)",
+    "sweep-uga-noise": "UGA Table 6: noisy tracklets, stage 1 (intra-camera labels)",
+})
 DEFAULT_PAPER = Path(__file__).resolve().parents[2] / "experiments" / "paper_numbers.yaml"
 _DATE_FIELD = re.compile(rb"\*\*Date:\*\* [0-9-]+")
 COLUMNS = (
-    ["key", "x", "display", "in_paper", "literature", "n", "seeds", "presets", "commits"]
+    ["key", "x", "display", "in_paper", "literature", "uses", "n", "seeds", "presets", "commits"]
     + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
     + list(LABEL_KEYS)
     + [f"paper_{m}" for m in SHOWN]
@@ -158,7 +176,34 @@ def load_run(path: str | Path) -> dict[str, Any]:
         "sweep": sweep,
         "final": {m: _number(final.get(m), f"final.{m}", path) for m in METRICS},
         "labels": labels,
+        "uses": run_uses(rec, path),
     }
+
+
+def run_uses(rec: dict[str, Any], path: Path) -> str | None:
+    """What a run uses besides unlabeled images (`mprd.supervision`), as one report cell.
+
+    metrics.json's `uses` (written by mprd.train), else derived from the run's `.hydra/config.yaml` (runs
+    older than the field), else its `supervision` field; None when unknown.
+    """
+    from mprd.supervision import describe, uses_besides_images
+
+    uses = rec.get("uses")
+    if uses is not None:
+        if isinstance(uses, str) or (isinstance(uses, list) and all(isinstance(u, str) for u in uses)):
+            return describe(uses)
+        raise RunFileError(path, f"'uses' must be a list of strings, got {uses!r}")
+    stored = path.parent / ".hydra" / "config.yaml"
+    if stored.is_file():
+        from omegaconf import OmegaConf
+        from omegaconf.errors import OmegaConfBaseException
+
+        try:
+            return describe(uses_besides_images(OmegaConf.load(stored)))
+        except (OmegaConfBaseException, yaml.YAMLError, ValueError, TypeError) as err:
+            warnings.warn(f"{stored}: cannot derive 'uses' ({err})", stacklevel=2)
+    supervision = rec.get("supervision")
+    return str(supervision) if supervision else None
 
 
 def collect_runs(runs_dir: str | Path, skipped: list[Skipped] | None = None) -> list[dict[str, Any]]:
@@ -217,6 +262,8 @@ def _summary(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     out["seeds"] = ",".join(str(s) for s in sorted(r["seed"] for r in runs))
     out["presets"] = ",".join(sorted({str(r["preset"]) for r in runs if r["preset"] is not None}))
     out["commits"] = ",".join(sorted({r["commit"] for r in runs}))
+    uses = sorted({r["uses"] for r in runs if r.get("uses")})
+    out["uses"] = " | ".join(uses) if uses else None  # differing runs of one row show every setting
     for m in METRICS:
         values = pd.Series([r["final"][m] for r in runs], dtype=float)
         out[f"{m}_mean"] = values.mean() if values.notna().any() else math.nan
@@ -523,7 +570,10 @@ def _columns(df: pd.DataFrame) -> list[tuple[str, Any]]:
     a = df.attrs
     ref = a["reference_dataset"]
     suffix = "" if ref == a["dataset"] else f" ({a['dataset_names'].get(ref, ref)})"
-    cols: list[tuple[str, Any]] = [("Row", lambda r: r["display"] + (" †" if r["literature"] else ""))]
+    extra = "" if a["kind"] == "sweep" else " ‡"  # table rows the paper lacks (e.g. UGA in Table 3)
+    cols: list[tuple[str, Any]] = [
+        ("Row", lambda r: r["display"] + (" †" if r["literature"] else "") + ("" if r["in_paper"] else extra))
+    ]
     if a["kind"] == "sweep":
         cols.append((PARAM_NAMES.get(a["param"], a["param"]), lambda r: _fmt_x(r["x"])))
     cols.append(("n", lambda r: int(r["n"])))
@@ -538,6 +588,8 @@ def _columns(df: pd.DataFrame) -> list[tuple[str, Any]]:
     for name, label in (("pair_precision", "Pair precision"), ("pair_recall", "Pair recall")):
         if df[name].notna().any():
             cols.append((label, lambda r, c=name: _fmt_frac(r[c])))
+    if df["uses"].notna().any():
+        cols.append((USES_HEADER, lambda r: r["uses"] if isinstance(r["uses"], str) else "—"))
     return cols
 
 
@@ -599,6 +651,14 @@ def render_markdown(
     )
     if df["literature"].any():
         lines.append("† Literature numbers the paper copied from other work.")
+    if df.attrs["kind"] == "table" and not df["in_paper"].all():
+        lines.append("‡ Not a row of the paper's table: our extra run, shown after the paper's rows.")
+    if any(h == USES_HEADER for h, _ in cols):
+        lines.append(
+            f"{USES_HEADER}: what our runs of the row use for training besides the unlabeled images, derived from "
+            "each run's config (identity labels, labeled meta IDs, camera IDs, intra-camera labels, CamStyle, "
+            "whose style transfer is built from camera IDs); — = not run."
+        )
     if any(h.startswith("Δ") for h, _ in cols):
         lines.append("Δ columns: our row's mean minus our own Single / Super. mean on this dataset.")
     if any(h.startswith("Pair") for h, _ in cols):
@@ -733,6 +793,70 @@ def write_report(
     return status
 
 
+WANDB_COLUMNS = (
+    ["key", "display", "x", "in_paper", "literature", "uses", "n", "seeds"]
+    + [f"{m}_{s}" for m in SHOWN for s in ("mean", "std")]
+    + [f"paper_{m}" for m in SHOWN]
+)
+
+
+def wandb_table_data(df: pd.DataFrame) -> tuple[list[str], list[list[Any]]]:
+    """Columns and rows of the report's wandb.Table: our means/stds, the paper's numbers, the uses column.
+
+    NaN becomes None (an empty wandb cell); sweeps keep their swept value in `x`.
+    """
+    columns = [c for c in WANDB_COLUMNS if c != "x" or df.attrs["kind"] == "sweep"]
+    rows = []
+    for _, rec in df.iterrows():
+        row = []
+        for c in columns:
+            value = rec[c]
+            if isinstance(value, float) and math.isnan(value):
+                value = None
+            elif isinstance(value, np.generic):
+                value = value.item()
+            row.append(value)
+        rows.append(row)
+    return columns, rows
+
+
+def log_to_wandb(
+    df: pd.DataFrame, png: bytes | None, project: str = "mprd", mode: str = "offline", directory: Any = None
+) -> str:
+    """Log the aggregated report as a wandb.Table (+ its PNG as a wandb.Image) in a run of job_type "report"
+    in the artefact's group (`<artefact>-<dataset>`, the group of its training runs). Returns the run's name."""
+    import io
+
+    import wandb
+    from PIL import Image
+
+    a = df.attrs
+    group = f"{a['artefact']}-{a['dataset']}"
+    columns, rows = wandb_table_data(df)
+    run = wandb.init(
+        project=project,
+        group=group,
+        job_type="report",
+        name=f"report-{group}",
+        tags=[a["artefact"], "report"],
+        mode=mode,
+        dir=str(directory) if directory is not None else None,
+        config={k: a[k] for k in ("artefact", "dataset", "reference_dataset", "presets", "seeds", "commits", "n_runs")},
+    )
+    payload: dict[str, Any] = {"report/table": wandb.Table(columns=columns, data=rows)}
+    if png is not None:
+        payload["report/plot"] = wandb.Image(Image.open(io.BytesIO(png)), caption=TITLES[a["artefact"]])
+    run.log(payload)
+    for _, rec in df[df["n"] > 0].iterrows():  # one summary cell per row and metric, for the runs table
+        point = rec["key"] if a["kind"] == "table" else f"{rec['key']}@{_fmt_x(rec['x'])}"
+        for m in SHOWN:
+            if not math.isnan(rec[f"{m}_mean"]):
+                run.summary[f"{point}/{m}"] = float(rec[f"{m}_mean"])
+    name = run.name
+    run.finish()
+    return name
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mprd.report", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("artefact", choices=ARTEFACTS)
@@ -742,6 +866,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("experiments/results"))
     parser.add_argument("--paper", type=Path, default=None, help="paper_numbers.yaml (default: the repo's)")
     parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--wandb", action="store_true",
+                        help="also log the table and plot to wandb (job_type 'report', in the artefact's group)")
+    parser.add_argument("--wandb-project", default="mprd")
+    parser.add_argument("--wandb-mode", default=None, choices=("offline", "online", "disabled"),
+                        help="default: $WANDB_MODE, else offline (upload later with `wandb sync`)")
     args = parser.parse_args(argv)
     try:
         paper = load_paper(args.paper)
@@ -768,6 +897,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"note: no runs for {args.artefact} on {dataset}; the report lists the paper's rows only")
         for line in write_report(df, args.out, skipped, args.runs, png=not args.no_plot):
             print(line)
+        if args.wandb:
+            mode = args.wandb_mode or os.environ.get("WANDB_MODE", "offline")
+            png = None if args.no_plot else render_png(df)
+            name = log_to_wandb(df, png, args.wandb_project, mode, directory=args.runs)
+            print(f"logged the {args.artefact} table to wandb ({mode} run {name}, folder {args.runs}/wandb)")
         written += 1
     if not written:
         print(f"error: no run under {args.runs} belongs to {args.artefact}; pass --dataset to write an empty report",

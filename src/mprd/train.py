@@ -19,6 +19,8 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from mprd.supervision import uses_besides_images
+
 log = logging.getLogger("mprd.train")
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise
 
@@ -45,6 +47,7 @@ def build_datamodule(cfg: DictConfig, mean: tuple[float, ...], std: tuple[float,
         in_memory=d.in_memory,
         batched_augment=d.get("batched_augment", False),
         device_augment=d.get("device_augment", False),
+        decode_cache_dir=d.get("decode_cache_dir"),
         seed=cfg.seed,
     )
 
@@ -79,14 +82,43 @@ def build_loggers(cfg: DictConfig, output_dir: Path) -> list[Any]:
             WandbLogger(
                 project=wb.project,
                 name=cfg.run_name,
-                group=wb.get("group"),
-                tags=list(wb.get("tags") or []),
+                group=wandb_group(cfg),
+                tags=wandb_tags(cfg),
                 save_dir=str(output_dir),
                 mode=wb.mode,
                 config=OmegaConf.to_container(cfg, resolve=True),
             )
         )
     return loggers
+
+
+def wandb_group(cfg: DictConfig) -> str:
+    """logger.wandb.group, else one group per paper artefact (`<artefact>-<dataset>`, the reproduction targets'
+    runs folder and the report's group), else the run name."""
+    group = cfg.logger.wandb.get("group")
+    if group:
+        return str(group)
+    return f"{cfg.artefact}-{cfg.dataset.name}" if cfg.get("artefact") else str(cfg.run_name)
+
+
+def wandb_tags(cfg: DictConfig) -> list[str]:
+    """logger.wandb.tags plus the artefact, `row:<row>` and `seed:<seed>` (filters of the wandb runs table)."""
+    tags = [str(t) for t in cfg.logger.wandb.get("tags") or []]
+    tags += [str(cfg.artefact)] if cfg.get("artefact") else []
+    tags += [f"row:{cfg.get('row') or cfg.method.name}", f"seed:{cfg.seed}"]
+    return list(dict.fromkeys(t[:64] for t in tags))  # wandb caps a tag at 64 characters
+
+
+def finish_wandb(trainer: L.Trainer, record: dict[str, Any]) -> None:
+    """Set the wandb summary explicitly (`final/rank1`, ... = the final Rank-1/5/10/mAP/mINP, not the last logged
+    value of a key; `uses` = what the run uses besides images), then finish the run."""
+    for lg in trainer.loggers:
+        if lg.__class__.__name__ == "WandbLogger":
+            experiment = lg.experiment
+            for key, value in record["final"].items():
+                experiment.summary[f"final/{key}"] = value
+            experiment.summary["uses"] = " + ".join(record.get("uses") or [])
+            experiment.finish()
 
 
 def build_method(cfg: DictConfig, datamodule: Any, backbone: torch.nn.Module) -> L.LightningModule:
@@ -227,6 +259,7 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         "sweep": OmegaConf.to_container(cfg.sweep, resolve=True) if cfg.get("sweep") else None,
         "backbone": cfg.backbone.name,
         "supervision": cfg.method.get("supervision"),  # e.g. UGA's "intra-camera labels", shown in reports
+        "uses": uses_besides_images(cfg, resolve_camstyle(cfg)),  # the reports' "Uses besides images"
         "wall_time_s": time.perf_counter() - t0,
         "seed": int(cfg.seed),
         "commit": git_commit(),
@@ -237,9 +270,7 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     }
     _write_atomic(metrics_file, json.dumps(record, indent=2))
     log.info("final: %s", record["final"])
-    for lg in trainer.loggers:
-        if hasattr(lg, "experiment") and lg.__class__.__name__ == "WandbLogger":
-            lg.experiment.finish()
+    finish_wandb(trainer, record)
     return record
 
 

@@ -17,12 +17,14 @@ to the accelerator (Lightning's `on_after_batch_transfer`). Measured in ``benchm
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -87,6 +89,52 @@ def decode_images(paths: Sequence[str], size: tuple[int, int], *, threads: int =
                 log.debug("decoding %s: %d/%d (%.1f s)", what, done, n, time.perf_counter() - start)
     log.info("cached %d %s at %dx%d: %.1f MB in %.1f s", n, what, size[0], size[1], out.numel() / 2**20,
              time.perf_counter() - start)
+    return out
+
+
+def decoded_cache_key(paths: Sequence[str], size: tuple[int, int]) -> str:
+    """Hash of the target size and every file's path, byte size and mtime: a changed file changes the key."""
+    h = hashlib.sha1(f"decoded-v1 {size[0]}x{size[1]} {len(paths)}\n".encode())
+    for path in paths:
+        st = os.stat(path)
+        h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:20]
+
+
+def decode_images_cached(paths: Sequence[str], size: tuple[int, int], cache_dir: str | os.PathLike | None, *,
+                         threads: int = 0, what: str = "images", max_bytes: int = 1 << 30) -> torch.Tensor:
+    """`decode_images` with an on-disk copy of the result in `cache_dir` (None: no disk cache).
+
+    Every run of a multirun (and every joblib/SLURM worker) decodes the same JPEGs; the decoded uint8
+    tensor is saved once as `<key>.npy` (written to a temporary name, then renamed) and loaded by later
+    runs. Tensors above `max_bytes` are not saved. An unreadable cache file is decoded again and replaced.
+    """
+    nbytes = len(paths) * 3 * size[0] * size[1]
+    if cache_dir is None or nbytes > max_bytes or not paths:
+        return decode_images(paths, size, threads=threads, what=what)
+    folder = Path(cache_dir)
+    target = folder / f"{decoded_cache_key(paths, size)}.npy"
+    if target.is_file():
+        start = time.perf_counter()
+        try:
+            array = np.load(target, allow_pickle=False)
+            if array.shape == (len(paths), 3, *size) and array.dtype == np.uint8:
+                log.info("loaded %d decoded %s at %dx%d from %s in %.1f s", len(paths), what, size[0], size[1],
+                         target, time.perf_counter() - start)
+                return torch.from_numpy(array)
+            log.warning("decoded-image cache %s holds shape %s, expected %s: decoding again", target,
+                        array.shape, (len(paths), 3, *size))
+        except (OSError, ValueError) as err:
+            log.warning("decoded-image cache %s is unreadable (%s): decoding again", target, err)
+    out = decode_images(paths, size, threads=threads, what=what)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{target.name}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as f:
+            np.save(f, out.numpy(), allow_pickle=False)
+        os.replace(tmp, target)
+    except OSError as err:  # a read-only data folder must not stop training
+        log.warning("could not write the decoded-image cache %s: %s", target, err)
     return out
 
 
@@ -339,6 +387,7 @@ class ReIDDataModule(L.LightningDataModule):
         persistent_workers: bool = False,
         decode_threads: int = 0,
         device_augment: bool = False,
+        decode_cache_dir: str | None = None,
     ):
         super().__init__()
         self.name, self.root = str(name), str(root)
@@ -355,6 +404,7 @@ class ReIDDataModule(L.LightningDataModule):
         self.batched_augment, self.pin_memory = bool(batched_augment), bool(pin_memory)
         self.persistent_workers, self.decode_threads = bool(persistent_workers), int(decode_threads)
         self.device_augment = bool(device_augment)
+        self.decode_cache_dir = None if decode_cache_dir in (None, "", "null") else str(decode_cache_dir)
         self.augment = _check_keys("augment", _plain(augment) or {}, TRAIN_KEYS)
         self.perturb = _check_keys("perturb", _plain(perturb) or {}, PERTURB_KEYS)
         # build once now so a bad setting fails at construction, not in a worker
@@ -426,7 +476,8 @@ class ReIDDataModule(L.LightningDataModule):
     def _decode(self, paths: Sequence[str], what: str) -> torch.Tensor | None:
         if not self.in_memory:
             return None
-        return decode_images(paths, (self.height, self.width), threads=self.decode_threads, what=what)
+        return decode_images_cached(paths, (self.height, self.width), self.decode_cache_dir,
+                                    threads=self.decode_threads, what=what)
 
     def _require_data(self) -> ReIDData:
         if self.data is None:

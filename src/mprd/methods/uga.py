@@ -90,6 +90,19 @@ class LossConfig:
 
 
 @dataclass
+class NoiseConfig:
+    """Noisy tracklets (UGA Table 6), applied per camera to the grouping of `tracklets_from_records`."""
+
+    duplication: float = 0.0  # fraction of tracklets split into several pseudo labels (ID duplication)
+    duplication_parts: int = 2  # pseudo labels per split tracklet (at most its number of images)
+    mislabeling: float = 0.0  # fraction of tracklets merged into another tracklet of the same camera
+
+    @property
+    def active(self) -> bool:
+        return self.duplication > 0 or self.mislabeling > 0
+
+
+@dataclass
 class OptimConfig:
     name: str = "adam"
     lr: float = 3.5e-4
@@ -109,6 +122,7 @@ class UGAConfig:
     cvg: CVGConfig = field(default_factory=CVGConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
 
     # keys of method.* that are not UGA settings (read by train.py / reports)
     GENERIC = frozenset({"family", "name", "supervision", "camstyle"})
@@ -117,7 +131,7 @@ class UGAConfig:
     def from_method(cls, method: Mapping[str, Any]) -> UGAConfig:
         method = dict(method)
         sections = {"stages": StageConfig, "model": ModelConfig, "logits": LogitConfig, "cvg": CVGConfig,
-                    "loss": LossConfig, "optim": OptimConfig}
+                    "loss": LossConfig, "optim": OptimConfig, "noise": NoiseConfig}
         unknown = sorted(set(method) - set(sections) - cls.GENERIC)
         if unknown:
             raise ValueError(f"method: unknown key(s) {', '.join(unknown)} for family uga (expected "
@@ -127,7 +141,7 @@ class UGAConfig:
         return config
 
     def validate(self) -> None:
-        m, lg, g, ls, o = self.model, self.logits, self.cvg, self.loss, self.optim
+        m, lg, g, ls, o, nz = self.model, self.logits, self.cvg, self.loss, self.optim, self.noise
         checks = [
             (m.head in ("embed", "bn", "none"), f"method.model.head={m.head!r}: expected embed, bn or none"),
             (m.embed_dim >= 1, f"method.model.embed_dim={m.embed_dim}: expected >= 1"),
@@ -146,6 +160,12 @@ class UGAConfig:
             (o.lr > 0 and 0 < o.gamma <= 1, f"method.optim: need lr > 0 and 0 < gamma <= 1, got {o.lr}, {o.gamma}"),
             (all(0 < f <= 1 for f in o.milestones),
              f"method.optim.milestones={list(o.milestones)}: expected fractions of a stage's length in (0, 1]"),
+            (0.0 <= nz.duplication <= 1.0,
+             f"method.noise.duplication={nz.duplication}: expected a fraction of tracklets in [0, 1]"),
+            (nz.duplication_parts >= 2, f"method.noise.duplication_parts={nz.duplication_parts}: expected >= 2"),
+            (0.0 <= nz.mislabeling < 1.0,
+             f"method.noise.mislabeling={nz.mislabeling}: expected a fraction of tracklets in [0, 1) (merging "
+             "every tracklet leaves no tracklet to merge into)"),
             (self.stages.intra_epochs is None or self.stages.intra_epochs >= 1,
              f"method.stages.intra_epochs={self.stages.intra_epochs}: expected >= 1 or null"),
         ]
@@ -166,13 +186,16 @@ class UGAConfig:
 # ----------------------------------------------------------------------------------------------------------
 # Tracklets (the data unit) — the only place training reads identities
 # ----------------------------------------------------------------------------------------------------------
-def tracklets_from_records(records: Sequence[ImageRecord], seed: int = 0) -> tuple[Tensor, Tensor]:
+def tracklets_from_records(records: Sequence[ImageRecord], seed: int = 0,
+                           noise: NoiseConfig | None = None) -> tuple[Tensor, Tensor]:
     """Group images into per-camera "tracklets": all images of one pid in one camera (UGA §4.1, TAUDL/UTAL).
 
     This uses ground-truth identities *within* each camera (intra-camera labels), never across cameras.
     Returns (tracklet id per image (N,), camera id per tracklet (M,)). Tracklets are numbered camera by
     camera (ascending camid) and, inside a camera, in a seeded random order (the paper's "unique random
-    pseudo label"), so ids carry no identity order. Real tracklets (video datasets) can replace this.
+    pseudo label"), so ids carry no identity order. `noise` (UGA Table 6) merges, then splits, a fraction of
+    each camera's tracklets (`noisy_tracklets`); inactive noise is the identity. Real tracklets (video
+    datasets) can replace this function.
     """
     if len(records) == 0:
         raise ValueError("tracklets_from_records: no records (the train split is empty)")
@@ -183,7 +206,11 @@ def tracklets_from_records(records: Sequence[ImageRecord], seed: int = 0) -> tup
         r = records[int(bad[0])]
         raise DatasetError(f"tracklets_from_records: train image {r.path} has pid {r.pid}; UGA's tracklets need a "
                            "non-negative identity for every training image (junk/distractors belong to test splits)")
-    pairs, inverse = np.unique(np.stack([cam, pid], 1), axis=0, return_inverse=True)  # sorted by (cam, pid)
+    unit = pid
+    if noise is not None and noise.active:
+        clean, group = np.unique(np.stack([cam, pid], 1), axis=0, return_inverse=True)
+        unit = noisy_tracklets(group.reshape(-1), clean[:, 0], noise, seed)
+    pairs, inverse = np.unique(np.stack([cam, unit], 1), axis=0, return_inverse=True)  # sorted by (cam, unit)
     random_key = np.random.default_rng(seed).permutation(len(pairs))
     order = np.lexsort((random_key, pairs[:, 0]))  # camera first, then the random key
     rank = np.empty(len(pairs), dtype=np.int64)
@@ -191,11 +218,78 @@ def tracklets_from_records(records: Sequence[ImageRecord], seed: int = 0) -> tup
     return torch.from_numpy(rank[inverse.reshape(-1)]), torch.from_numpy(pairs[order, 0].copy())
 
 
+def _round_half_up(x: np.ndarray) -> np.ndarray:
+    """Counts from fractions, rounded half up; the epsilon absorbs float error (0.15 * 10 = 1.4999999999999998)."""
+    return np.floor(x + 0.5 + 1e-9).astype(np.int64)
+
+
+def _shuffled_within_camera(camera: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(order, rank, counts): groups sorted by camera then at random, each group's rank inside its camera in
+    that order (indexed by group), and the number of groups per camera (indexed by camid)."""
+    order = np.lexsort((rng.permutation(camera.size), camera))
+    counts = np.bincount(camera, minlength=int(camera.max()) + 1)
+    starts = np.cumsum(counts) - counts
+    rank = np.empty(camera.size, dtype=np.int64)
+    rank[order] = np.arange(camera.size) - starts[camera[order]]
+    return order, rank, counts
+
+
+def merge_tracklets(group: np.ndarray, camera_of_group: np.ndarray, fraction: float,
+                    rng: np.random.Generator) -> np.ndarray:
+    """Mislabeling (UGA Table 6): in each camera with M_t tracklets, n_t = round(fraction · M_t) (at most
+    M_t - 1) tracklets chosen at random take the label of a random *unchosen* tracklet of the same camera,
+    so camera t keeps exactly M_t - n_t labels. Returns the new group id of every image."""
+    order, rank, counts = _shuffled_within_camera(camera_of_group, rng)
+    moved = np.minimum(_round_half_up(fraction * counts), np.maximum(counts - 1, 0))
+    source = rank < moved[camera_of_group]  # by group
+    starts = np.cumsum(counts) - counts
+    cam = camera_of_group[source]
+    # a uniform position among the camera's unchosen tracklets (sorted positions moved_t .. M_t - 1)
+    pick = starts[cam] + moved[cam] + np.floor(rng.random(cam.size) * (counts[cam] - moved[cam])).astype(np.int64)
+    mapping = np.arange(camera_of_group.size)
+    mapping[np.flatnonzero(source)] = order[pick]
+    return mapping[group]
+
+
+def split_tracklets(group: np.ndarray, camera_of_group: np.ndarray, fraction: float, parts: int,
+                    rng: np.random.Generator) -> np.ndarray:
+    """ID duplication (UGA Table 6): in each camera, round(fraction · M_t) tracklets chosen at random are split
+    into `parts` pseudo labels, their images dealt out in a random order (a tracklet of n < parts images gets
+    n labels). Returns the new group id of every image (group · parts + part)."""
+    _, rank, counts = _shuffled_within_camera(camera_of_group, rng)
+    chosen = rank < _round_half_up(fraction * counts)[camera_of_group]  # by group
+    by_group = np.lexsort((rng.permutation(group.size), group))  # images grouped, random inside a group
+    sizes = np.bincount(group, minlength=camera_of_group.size)
+    position = np.empty(group.size, dtype=np.int64)
+    position[by_group] = np.arange(group.size) - (np.cumsum(sizes) - sizes)[group[by_group]]
+    return group * parts + np.where(chosen[group], position % parts, 0)
+
+
+def noisy_tracklets(group: np.ndarray, camera_of_group: np.ndarray, noise: NoiseConfig, seed: int) -> np.ndarray:
+    """UGA Table 6's noise on the clean tracklets (group id per image, camera per group): mislabeling
+    (`merge_tracklets`), then ID duplication (`split_tracklets`) of the merged tracklets. Deterministic given
+    `seed` (a random stream of its own). Returns a group id per image; the ids stay inside one camera."""
+    rng = np.random.default_rng([int(seed), 0x7461626C6536])  # "table6": independent of the label order
+    if noise.mislabeling > 0:
+        group = merge_tracklets(group, camera_of_group, noise.mislabeling, rng)
+        kept, group = np.unique(group, return_inverse=True)
+        camera_of_group = camera_of_group[kept]
+    if noise.duplication > 0:
+        group = split_tracklets(group.reshape(-1), camera_of_group, noise.duplication, noise.duplication_parts, rng)
+    return group.reshape(-1)
+
+
 def tracklet_pids(records: Sequence[ImageRecord], tracklet: Tensor) -> Tensor:
-    """Hidden pid of each tracklet — for the CVG precision/recall diagnostic only, never for a loss."""
-    pid = torch.tensor([r.pid for r in records], dtype=torch.long)
+    """Hidden pid of each tracklet (the pid of most of its images, the smallest on ties; a mislabeled tracklet
+    mixes pids) — for the CVG precision/recall diagnostic only, never for a loss."""
+    pid = np.fromiter((r.pid for r in records), dtype=np.int64, count=len(records))
+    pairs, counts = np.unique(np.stack([tracklet.numpy(), pid], 1), axis=0, return_counts=True)
+    best = np.lexsort((pairs[:, 1], -counts, pairs[:, 0]))  # per tracklet: most images first, then smallest pid
+    first = np.ones(best.size, dtype=bool)
+    first[1:] = pairs[best[1:], 0] != pairs[best[:-1], 0]
     out = torch.full((int(tracklet.max()) + 1,), -1, dtype=torch.long)
-    return out.scatter_(0, tracklet, pid)
+    out[torch.from_numpy(pairs[best[first], 0])] = torch.from_numpy(pairs[best[first], 1])
+    return out
 
 
 def branch_columns(branch_of_tracklet: Tensor, num_branches: int) -> tuple[Tensor, Tensor]:
@@ -276,9 +370,14 @@ class CrossViewGraph:
 
 
 @torch.no_grad()
-def build_cvg(centres: Tensor, branch_of_tracklet: Tensor, *, k: int = 1, threshold: float = 0.65) -> CrossViewGraph:
+def build_cvg(centres: Tensor, branch_of_tracklet: Tensor, *, k: int = 1, threshold: float = 0.65,
+              mutual: bool = True) -> CrossViewGraph:
     """Eqs. 4-5: for every camera pair, keep (c_t^i, c_m^j) when each is among the other's K nearest centres in
-    the other camera (mutual) and cos > λ; the edge weight is the cosine. One matmul per camera pair."""
+    the other camera (mutual) and cos > λ; the edge weight is the cosine. One matmul per camera pair.
+
+    `mutual=False` drops Eq. 4's symmetry (UGA Fig. 4, "without the symmetry constraint"): slot (i, m) keeps
+    i's own K nearest centres of camera m with cos > λ, so the tables are no longer symmetric.
+    """
     num, branches = centres.shape[0], int(branch_of_tracklet.max()) + 1
     unit = F.normalize(centres.float(), dim=1)
     neighbors = torch.full((num, branches, k), -1, dtype=torch.long, device=centres.device)
@@ -295,11 +394,12 @@ def build_cvg(centres: Tensor, branch_of_tracklet: Tensor, *, k: int = 1, thresh
             col_top = sim.topk(k_col, dim=0).indices  # {c_m^j}^t_K
             in_row = torch.zeros_like(sim, dtype=torch.bool).scatter_(1, row_top, True)
             in_col = torch.zeros_like(sim, dtype=torch.bool).scatter_(0, col_top, True)
-            keep = in_row & in_col & (sim > threshold)  # Eq. 4 (mutual) and Eq. 5 (threshold)
-            kept = keep.gather(1, row_top)
+            above = sim > threshold  # Eq. 5
+            keep = in_row & in_col & above  # Eq. 4 (mutual) and Eq. 5 (threshold)
+            kept = keep.gather(1, row_top) if mutual else above.gather(1, row_top)
             neighbors[a, m, :k_row] = torch.where(kept, b[row_top], -1)
             weights[a, m, :k_row] = torch.where(kept, sim.gather(1, row_top), 0.0)
-            kept = keep.gather(0, col_top)
+            kept = keep.gather(0, col_top) if mutual else above.gather(0, col_top)
             neighbors[b, t, :k_col] = torch.where(kept, a[col_top], -1).t()
             weights[b, t, :k_col] = torch.where(kept, sim.gather(0, col_top), 0.0).t()
     return CrossViewGraph(neighbors, weights)
@@ -326,24 +426,63 @@ def inter_camera_loss(logits: Tensor, tracklet: Tensor, branch_of_tracklet: Tens
     return self_term, cross
 
 
-def cvg_statistics(graph: CrossViewGraph, pid_of_tracklet: Tensor | None) -> dict[str, float]:
+def undirected_edges(graph: CrossViewGraph) -> Tensor:
+    """(E, 2) distinct undirected edges (i < j) of the graph: an edge of either direction counts once."""
+    src, dst, _ = graph.edges()
+    pairs = torch.stack([torch.minimum(src, dst), torch.maximum(src, dst)], 1)
+    return torch.unique(pairs, dim=0) if pairs.numel() else pairs.reshape(0, 2)
+
+
+def edge_precision_recall(pairs: Tensor, pid_of_tracklet: Tensor, branch_of_tracklet: Tensor) -> tuple[float, float]:
+    """Diagnostic only (hidden pids): precision = fraction of the undirected edges `pairs` (E, 2) that join two
+    tracklets of one pid (NaN without edges); recall = those correct edges over all cross-camera tracklet pairs
+    of one pid."""
+    pid = pid_of_tracklet.to(pairs.device)
+    correct = float((pid[pairs[:, 0]] == pid[pairs[:, 1]]).sum()) if pairs.numel() else 0.0
+    known = pid >= 0
+    cells = torch.unique(torch.stack([pid[known], branch_of_tracklet.to(pid.device)[known]], 1), dim=0,
+                         return_counts=True)
+    per_pid = torch.zeros(int(pid.max()) + 1 if known.any() else 0, dtype=torch.float64, device=pid.device)
+    per_pid.index_add_(0, cells[0][:, 0], cells[1].double())  # tracklets per pid
+    squares = torch.zeros_like(per_pid).index_add_(0, cells[0][:, 0], cells[1].double() ** 2)
+    true_pairs = float(((per_pid**2 - squares) / 2).sum())  # pairs of one pid in two different cameras
+    precision = correct / pairs.shape[0] if pairs.shape[0] else math.nan
+    return precision, (correct / true_pairs if true_pairs else 0.0)
+
+
+def cvg_statistics(graph: CrossViewGraph, pid_of_tracklet: Tensor | None,
+                   branch_of_tracklet: Tensor | None = None) -> dict[str, float]:
     """#edges (undirected), mean weight, node coverage and — against the hidden pids, diagnostic only — the
-    precision and recall of the edges over all true cross-camera tracklet pairs."""
-    src, dst, w = graph.edges()
+    precision and recall of the edges over all true cross-camera tracklet pairs (`edge_precision_recall`;
+    without `branch_of_tracklet`, every tracklet of a pid is taken to lie in its own camera)."""
+    src, _, w = graph.edges()
+    pairs = undirected_edges(graph)
     num = graph.neighbors.shape[0]
     stats = {
-        "cvg/edges": float(src.numel() // 2),
+        "cvg/edges": float(pairs.shape[0]),
         "cvg/mean_weight": float(w.mean()) if w.numel() else 0.0,
         "cvg/node_coverage": float(torch.unique(src).numel() / max(num, 1)),
     }
     if pid_of_tracklet is not None:
-        pid = pid_of_tracklet.to(src.device)
-        correct = float((pid[src] == pid[dst]).sum()) / 2
-        sizes = torch.bincount(pid[pid >= 0]).double()
-        true_pairs = float((sizes * (sizes - 1) / 2).sum())  # tracklets of one pid lie in distinct cameras
-        stats["cvg/precision"] = correct / (src.numel() / 2) if src.numel() else 0.0
-        stats["cvg/recall"] = correct / true_pairs if true_pairs else 0.0
+        branch = branch_of_tracklet if branch_of_tracklet is not None else torch.arange(num)
+        precision, stats["cvg/recall"] = edge_precision_recall(pairs, pid_of_tracklet, branch)
+        stats["cvg/precision"] = precision if pairs.shape[0] else 0.0  # logged: 0 for an empty graph
     return stats
+
+
+def cvg_curve(centres: Tensor, branch_of_tracklet: Tensor, pid_of_tracklet: Tensor, thresholds: Sequence[float],
+              *, k: int = 1) -> list[dict[str, float]]:
+    """UGA Fig. 4: CVG edge precision and recall (hidden pids, diagnostic only) for every λ, with and without
+    the mutual-NN constraint (Eq. 4), from one set of tracklet centres. One record per (mutual, λ)."""
+    rows = []
+    for mutual in (True, False):
+        for lam in thresholds:
+            graph = build_cvg(centres, branch_of_tracklet, k=k, threshold=float(lam), mutual=mutual)
+            pairs = undirected_edges(graph)
+            precision, recall = edge_precision_recall(pairs, pid_of_tracklet, branch_of_tracklet)
+            rows.append({"mutual": mutual, "lambda": float(lam), "edges": int(pairs.shape[0]),
+                         "precision": precision, "recall": recall})
+    return rows
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -373,6 +512,19 @@ class UGAEncoder(nn.Module):
 
     def extract(self, x: Tensor) -> Tensor:
         return F.normalize(self(x), dim=1)
+
+
+@torch.no_grad()
+def embed_images(encoder: UGAEncoder, loader: Any, num: int, device: torch.device | str) -> Tensor:
+    """φ of the `num` images of a feature loader ({"image", "index"}) in eval mode, (num, D) unnormalised;
+    the encoder's train/eval mode is restored."""
+    was_training = encoder.training
+    encoder.eval()
+    feats = torch.zeros(num, encoder.out_dim, device=device)
+    for batch in loader:
+        feats[batch["index"].to(device)] = encoder(batch["image"].to(device)).float()
+    encoder.train(was_training)
+    return feats
 
 
 class UGAModule(QueryGalleryEvaluation):
@@ -445,14 +597,8 @@ class UGAModule(QueryGalleryEvaluation):
     @torch.no_grad()
     def extract_train_features(self) -> Tensor:
         """φ of every training image (eval mode, test transform), record order, (N, D) unnormalised."""
-        dm = self.trainer.datamodule
-        was_training = self.training
-        self.eval()
-        feats = torch.zeros(self.tracklet_of_image.numel(), self.backbone.out_dim, device=self.device)
-        for batch in _progress(dm.feature_dataloader("train"), "tracklet centres", self):
-            feats[batch["index"].to(self.device)] = self.backbone(batch["image"].to(self.device)).float()
-        self.train(was_training)
-        return feats
+        loader = _progress(self.trainer.datamodule.feature_dataloader("train"), "tracklet centres", self)
+        return embed_images(self.backbone, loader, self.tracklet_of_image.numel(), self.device)
 
     @torch.no_grad()
     def transition(self) -> None:
@@ -469,7 +615,8 @@ class UGAModule(QueryGalleryEvaluation):
     def refresh_graph(self) -> None:
         g = self.config.cvg
         self.graph = build_cvg(self.classifier.detach(), self.branch_of_tracklet, k=g.k, threshold=g.threshold)
-        stats = cvg_statistics(self.graph, self.diagnostic_pids if self._has_diagnostics else None)
+        stats = cvg_statistics(self.graph, self.diagnostic_pids if self._has_diagnostics else None,
+                               self.branch_of_tracklet)
         for key, value in stats.items():
             self.log(key, value, on_epoch=True, on_step=False)
 
@@ -577,7 +724,7 @@ def build_module(cfg: Any, datamodule: Any, backbone: nn.Module) -> UGAModule:
     method = OmegaConf.to_container(cfg.method, resolve=True)
     config = UGAConfig.from_method(method)
     records = datamodule.data.train
-    tracklet, camera = tracklets_from_records(records, seed=int(cfg.seed))
+    tracklet, camera = tracklets_from_records(records, seed=int(cfg.seed), noise=config.noise)
     # UGA's batches hold the same number of images per camera (§4.2); Lightning takes the data module's
     # train_dataloader, so this instance's loader is pointed at the camera-balanced one
     datamodule.train_dataloader = functools.partial(datamodule.camera_balanced_dataloader)
@@ -597,6 +744,7 @@ def build_module(cfg: Any, datamodule: Any, backbone: nn.Module) -> UGAModule:
 __all__ = [
     "SUPERVISION",
     "CrossViewGraph",
+    "NoiseConfig",
     "UGAConfig",
     "UGAEncoder",
     "UGAModule",
@@ -605,11 +753,18 @@ __all__ = [
     "build_cvg",
     "build_module",
     "class_logits",
+    "cvg_curve",
     "cvg_statistics",
+    "edge_precision_recall",
+    "embed_images",
     "inter_camera_loss",
     "intra_camera_loss",
+    "merge_tracklets",
     "milestone_epochs",
+    "noisy_tracklets",
+    "split_tracklets",
     "tracklet_centres",
     "tracklet_pids",
     "tracklets_from_records",
+    "undirected_edges",
 ]

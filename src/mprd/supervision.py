@@ -1,0 +1,103 @@
+"""What a run uses besides the unlabeled training images, derived from its composed config.
+
+The reports' "Uses besides images" column (MPRD Table 3 mixes settings: MPRD uses labeled meta IDs, SSLR
+camera IDs through CCE, MLCR and MPRD CamStyle, UGA intra-camera labels). `mprd.train` stores the result in
+`metrics.json` (`uses`); `mprd.report` re-derives it from a run's `.hydra/config.yaml` when an older
+`metrics.json` lacks the field. Evaluation-time camera filtering (the standard protocol) and the diagnostics
+(pseudo-label precision against the hidden identities) are not training signals and are not listed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+NONE = "none"
+CAMSTYLE = "CamStyle (camera IDs)"
+CAMSTYLE_AUTO = "CamStyle if the dataset has it (auto)"
+
+
+def _get(cfg: Any, dotted: str, default: Any = None) -> Any:
+    """`cfg.a.b` for a DictConfig or a plain mapping; `default` when a level is missing or null."""
+    node = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) and not hasattr(node, "get"):
+            return default
+        node = node.get(part)
+        if node is None:
+            return default
+    return node
+
+
+def camstyle_setting(cfg: Any) -> bool | None:
+    """data.camstyle as a stored config says it, without looking at the disk (None: `auto` on a real dataset).
+
+    Mirrors `mprd.train.resolve_camstyle`: method.camstyle=false (MPRD#, SSLR, UGA) wins; the synthetic
+    generator always renders CamStyle copies.
+    """
+    if _get(cfg, "method.camstyle", True) is False:
+        return False
+    value = _get(cfg, "data.camstyle", "auto")
+    if str(value).lower() != "auto":
+        return bool(value)
+    return True if _get(cfg, "dataset.name") == "synthetic" else None
+
+
+def _meta_ids(n: int) -> str:
+    return f"{n} meta ID{'' if n == 1 else 's'}"
+
+
+def _sslr_iterations(cfg: Any) -> int:
+    """S of SSLR's schedule: method.schedule.iterations, or (max_epochs - stage0) // epochs_per_iteration."""
+    schedule = _get(cfg, "method.schedule", {})
+    if schedule.get("iterations") is not None:
+        return int(schedule["iterations"])
+    rest = int(_get(cfg, "max_epochs", 0)) - int(schedule.get("stage0_epochs", 0))
+    return max(rest, 0) // max(int(schedule.get("epochs_per_iteration", 1)), 1)
+
+
+def uses_besides_images(cfg: Any, camstyle: bool | None = None) -> list[str]:
+    """The training signals a run uses besides unlabeled images, e.g. `["5 meta IDs", "CamStyle (camera IDs)"]`.
+
+    - `super`: the training identity labels (Table 1's upper bound);
+    - MPRD rows: `method.meta.num_ids` labeled meta identities (GCN training, §3.3), none for MPRD(0id);
+    - MLCR(+5id): the same meta identities as ground-truth multi-labels (`method.meta_ground_truth`);
+    - SSLR: camera IDs through CCE (Eq. 6) when λ_c > 0 and at least one iteration runs;
+    - UGA: `method.supervision` (intra-camera labels) and camera IDs (one classifier per camera);
+    - CamStyle (built from camera IDs: one style per camera) when the run draws CamStyle copies.
+    `camstyle`: what the run actually used (`resolve_camstyle`); None reads it from the config
+    (`camstyle_setting`), which cannot tell `auto` on a real dataset and says so.
+    Returns `["none"]` when the run uses nothing else.
+    """
+    method = _get(cfg, "method", {})
+    family = method.get("family") or "memory"
+    name = str(method.get("name", ""))
+    uses: list[str] = []
+    if name == "super":
+        uses.append("identity labels (all)")
+    if family == "memory" and name.startswith("mprd"):
+        num_ids = int(_get(cfg, "method.meta.num_ids", 0))
+        if num_ids > 0:
+            uses.append(_meta_ids(num_ids))
+    meta_gt = _get(cfg, "method.meta_ground_truth")
+    if meta_gt and int(meta_gt.get("num_ids", 0)) > 0:
+        uses.append(_meta_ids(int(meta_gt["num_ids"])))
+    if method.get("supervision"):
+        uses.append(str(method["supervision"]))
+    if family == "uga":
+        uses.append("camera IDs (per-camera classifiers)")
+    if family == "sslr" and float(_get(cfg, "method.similarity.lambda_c", 0.0)) > 0 and _sslr_iterations(cfg) > 0:
+        uses.append("camera IDs (CCE)")
+    camstyle = camstyle_setting(cfg) if camstyle is None else camstyle
+    if camstyle is None:
+        uses.append(CAMSTYLE_AUTO)
+    elif camstyle:
+        uses.append(CAMSTYLE)
+    return uses or [NONE]
+
+
+def describe(uses: list[str] | str | None) -> str:
+    """One cell of the reports: the items joined by " + "; "—" when unknown."""
+    if uses is None:
+        return "—"
+    return uses if isinstance(uses, str) else " + ".join(uses)
