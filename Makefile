@@ -95,6 +95,8 @@ ARTEFACT ?= table1
 report: $(STAMP) ## Rebuild a report from metrics.json files alone: make report ARTEFACT=table1 [DATASET=..] [WANDB=1]
 	$(BIN)/python -m mprd.report $(ARTEFACT) --runs $(call RUNS,$(ARTEFACT)) --dataset $(DATASET) --out $(RESULTS) $(if $(WANDB),--wandb)
 
+# one report for the seed baselines: whichever of these folders exist
+BASELINE_RUNS = $(call RUNS,sslr) $(call RUNS,uga)
 SSLR_ROWS := sslr_baseline,sslr_global,sslr_cce,sslr
 # experiments under conf/experiment/uga/ (= rows uga_intra, uga_noself, uga: the issue's three); the others:
 # intra_r, intra_bn (Table 2), lambda055 ... lambda075 (Table 3), noself_lambda070 (Table 5 as printed), raw
@@ -103,7 +105,7 @@ UGA_ROWS ?= intra,noself,uga
 reproduce-sslr: $(STAMP) ## SSLR ablation rows (baseline, w/o part and CCE, w/o part, full) + report
 	$(TRAIN) --multirun experiment=$(addprefix sslr/,$(subst $(comma),$(comma)sslr/,$(SSLR_ROWS))) \
 		$(call COMMON,sslr) hydra.sweep.dir=$(call RUNS,sslr) 'hydra.sweep.subdir=$${row}-seed$${seed}'
-	$(BIN)/python -m mprd.report baselines --runs $(call RUNS,sslr) --dataset $(DATASET) --out $(RESULTS)
+	$(BIN)/python -m mprd.report baselines --runs $(BASELINE_RUNS) --dataset $(DATASET) --out $(RESULTS)
 
 # SSLR Fig. 4(b)-(f): one multirun of experiment sslr/sweep per parameter, then its sweep report (md/csv/png).
 # $(1) artefact suffix, $(2) key of the `sweep` field, $(3) config key, $(4) comma-separated values
@@ -136,7 +138,7 @@ sweep-sslr-parts: $(STAMP) ## SSLR Fig. 4(f): number of parts p of Eq. 5 (SSLR_P
 reproduce-uga: $(STAMP) ## UGA rows uga_intra, uga_noself, uga (UGA_ROWS=...; intra-camera labels; its Tables 4-5) + report
 	$(TRAIN) --multirun experiment=$(addprefix uga/,$(subst $(comma),$(comma)uga/,$(UGA_ROWS))) \
 		$(call COMMON,uga) hydra.sweep.dir=$(call RUNS,uga) 'hydra.sweep.subdir=$${row}-seed$${seed}'
-	$(BIN)/python -m mprd.report baselines --runs $(call RUNS,uga) --dataset $(DATASET) --out $(RESULTS)
+	$(BIN)/python -m mprd.report baselines --runs $(BASELINE_RUNS) --dataset $(DATASET) --out $(RESULTS)
 
 # UGA Table 3 (full UGA at each CVG threshold lambda) and Table 6 (stage 1 on noisy tracklets: ID duplication,
 # then mislabeling; both curves start at the clean rate 0), each a sweep report (md/csv/png)

@@ -513,3 +513,18 @@ def test_sslr_lambda_c_sweep_report_and_plot(tmp_path: Path, paper: dict) -> Non
 
     height, width = plt.imread(png).shape[:2]
     assert width > 600 and height > 300
+
+
+def test_main_reads_several_runs_folders_and_skips_missing_ones(tmp_path: Path) -> None:
+    """`make reproduce-sslr` and `reproduce-uga` write one baselines report from both folders."""
+    sslr, uga, out = tmp_path / "sslr", tmp_path / "uga", tmp_path / "results"
+    write_run(sslr, "sslr-seed0", "sslr", 0, 30.0, 12.0, artefact="sslr")
+    assert report.main(["baselines", "--runs", str(sslr), str(uga), "--out", str(out)]) == 0
+    table = pd.read_csv(out / "baselines-synthetic.csv").set_index("key")
+    assert table.loc["sslr", "n"] == 1 and table.loc["uga", "n"] == 0
+    write_run(uga, "uga-seed0", "uga", 0, 20.0, 10.0, artefact="uga")
+    assert report.main(["baselines", "--runs", str(sslr), str(uga), "--out", str(out)]) == 0
+    table = pd.read_csv(out / "baselines-synthetic.csv").set_index("key")
+    assert (table.loc["sslr", "rank1_mean"], table.loc["uga", "rank1_mean"]) == (30.0, 20.0)
+    assert f"{sslr}, {uga}" in (out / "baselines-synthetic.md").read_text()
+    assert report.main(["baselines", "--runs", str(tmp_path / "none"), "--out", str(out)]) == 2

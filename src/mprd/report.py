@@ -863,7 +863,9 @@ def log_to_wandb(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mprd.report", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("artefact", choices=ARTEFACTS)
-    parser.add_argument("--runs", required=True, type=Path, help="folder searched recursively for metrics.json")
+    parser.add_argument("--runs", required=True, type=Path, nargs="+",
+                        help="folder(s) searched recursively for metrics.json; missing folders are skipped when "
+                             "another one exists (the baselines report reads the SSLR and UGA folders)")
     parser.add_argument("--dataset", help="dataset name (default: one report per dataset found)")
     parser.add_argument("--preset", help="use only runs of this preset")
     parser.add_argument("--out", type=Path, default=Path("experiments/results"))
@@ -880,7 +882,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         skipped: list[Skipped] = []
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # skipped files are listed below and in the report header
-            runs = collect_runs(args.runs, skipped)
+            folders = [f for f in args.runs if f.is_dir()] or args.runs[:1]  # none there: the error names one
+            runs = [run for folder in folders for run in collect_runs(folder, skipped)]
+        runs_label = ", ".join(str(f) for f in folders)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -898,16 +902,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         if df.attrs["n_runs"] == 0:
             print(f"note: no runs for {args.artefact} on {dataset}; the report lists the paper's rows only")
-        for line in write_report(df, args.out, skipped, args.runs, png=not args.no_plot):
+        for line in write_report(df, args.out, skipped, runs_label, png=not args.no_plot):
             print(line)
         if args.wandb:
             mode = args.wandb_mode or os.environ.get("WANDB_MODE", "offline")
             png = None if args.no_plot else render_png(df)
-            name = log_to_wandb(df, png, args.wandb_project, mode, directory=args.runs)
-            print(f"logged the {args.artefact} table to wandb ({mode} run {name}, folder {args.runs}/wandb)")
+            name = log_to_wandb(df, png, args.wandb_project, mode, directory=folders[0])
+            print(f"logged the {args.artefact} table to wandb ({mode} run {name}, folder {folders[0]}/wandb)")
         written += 1
     if not written:
-        print(f"error: no run under {args.runs} belongs to {args.artefact}; pass --dataset to write an empty report",
+        print(f"error: no run under {runs_label} belongs to {args.artefact}; pass --dataset to write an empty report",
               file=sys.stderr)
         return 1
     return 0
