@@ -39,11 +39,9 @@ ANCHORS = ("single", "super")  # Table 1's lower and upper bounds: the yardstick
 LABEL_KEYS = {"pair_precision": "labels/pair_precision", "pair_recall": "labels/pair_recall"}
 
 TABLE_ARTEFACTS = ("table1", "table2", "table3", "table4", "baselines")
-SWEEP_ARTEFACTS = ("fig4", "sweep-mu", "sweep-k", "sweep-delta", "sweep-meta-ids")
 SSLR_SWEEPS = ("sweep-sslr-lam", "sweep-sslr-k", "sweep-sslr-lambda-c", "sweep-sslr-lambda-p", "sweep-sslr-parts")
-SWEEP_ARTEFACTS += SSLR_SWEEPS  # SSLR Fig. 4(b)-(f), `make sweep-sslr-*`
-UGA_SWEEPS = ("sweep-uga-lambda", "sweep-uga-noise")
-SWEEP_ARTEFACTS += UGA_SWEEPS  # UGA Tables 3 and 6, `make sweep-uga-lambda`, `make sweep-uga-noise`
+UGA_SWEEPS = ("sweep-uga-lambda", "sweep-uga-noise")  # UGA Tables 3 and 6
+SWEEP_ARTEFACTS = ("fig4", "sweep-mu", "sweep-k", "sweep-delta", "sweep-meta-ids") + SSLR_SWEEPS + UGA_SWEEPS
 ARTEFACTS = TABLE_ARTEFACTS + SWEEP_ARTEFACTS
 # Table 4 is Table 3 on MSMT17: without --dataset it is only written for MSMT17 runs
 ONLY_DATASETS = {"table4": ("msmt17",)}
@@ -64,14 +62,14 @@ TITLES = {
     "sweep-sslr-lambda-c": "SSLR Figure 4(d): cross-camera encouragement λ_c (Eq. 6)",
     "sweep-sslr-lambda-p": "SSLR Figure 4(e): part-distance weight λ_p (Eq. 7)",
     "sweep-sslr-parts": "SSLR Figure 4(f): number of parts p (Eq. 5)",
-}
-PARAM_NAMES = {"mu": "μ", "k": "k", "delta": "δ", "meta_ids": "meta IDs"}
-PARAM_NAMES.update({"lam": "λ", "lambda_c": "λ_c", "lambda_p": "λ_p", "parts": "p (parts)"})  # SSLR Fig. 4
-PARAM_NAMES.update({"lambda": "λ (CVG threshold)", "rate": "noise rate"})  # UGA Tables 3 and 6
-TITLES.update({
     "sweep-uga-lambda": "UGA Table 3: CVG threshold λ (intra-camera labels)",
     "sweep-uga-noise": "UGA Table 6: noisy tracklets, stage 1 (intra-camera labels)",
-})
+}
+PARAM_NAMES = {
+    "mu": "μ", "k": "k", "delta": "δ", "meta_ids": "meta IDs",
+    "lam": "λ", "lambda_c": "λ_c", "lambda_p": "λ_p", "parts": "p (parts)",  # SSLR Fig. 4
+    "lambda": "λ (CVG threshold)", "rate": "noise rate",  # UGA Tables 3 and 6
+}
 DEFAULT_PAPER = Path(__file__).resolve().parents[2] / "experiments" / "paper_numbers.yaml"
 _DATE_FIELD = re.compile(rb"\*\*Date:\*\* [0-9-]+")
 COLUMNS = (
