@@ -380,3 +380,39 @@ def test_param_groups_cover_every_parameter_once(name: str) -> None:
     assert {id(p) for p in by_name["new"]["params"]} == {id(net.bn.weight), id(net.bn.bias)}
     opt = torch.optim.SGD(groups, lr=0.5, momentum=0.9)  # groups are valid optimiser input
     assert [g["lr"] for g in opt.param_groups] == [0.01, 0.1]
+
+
+def _body_bn_state(net: bb.ReIDBackbone) -> list[torch.Tensor]:
+    return [t.clone() for m in net._body_batchnorms() for t in (m.running_mean, m.running_var)]
+
+
+@pytest.mark.parametrize("how", ["never_set", "train_call", "forced_flag", "after_eval_roundtrip"])
+def test_frozen_body_bn_keeps_running_statistics_however_mode_is_set(how: str) -> None:
+    """freeze_bn holds without any mode call (MLCR's zero memory), after .train(), and even if a caller
+    flips the BN flags to training (resume, Lightning mode restore); the head BN keeps batch statistics."""
+    torch.manual_seed(0)
+    net = build_backbone("resnet18", "none", freeze_bn=True)
+    before = _body_bn_state(net)
+    if how == "train_call":
+        net.train()
+    elif how == "forced_flag":
+        for m in net.modules():
+            m.training = True
+    elif how == "after_eval_roundtrip":
+        net.eval()
+        net.train()
+    head_before = net.bn.running_mean.clone()
+    x = torch.randn(4, 3, 64, 32) * 3 + 1
+    net(x).sum().backward()
+    after = _body_bn_state(net)
+    assert all(torch.equal(a, b) for a, b in zip(before, after))
+    assert all(not m.training for m in net._body_batchnorms())
+    assert not torch.equal(head_before, net.bn.running_mean)  # head BN: batch statistics, running stats move
+    assert net.body.conv1.weight.grad is not None and net._body_batchnorms()[0].weight.grad is not None
+
+
+def test_unfrozen_body_bn_uses_batch_statistics() -> None:
+    net = build_backbone("resnet18", "none", freeze_bn=False).train()
+    before = _body_bn_state(net)
+    net(torch.randn(4, 3, 64, 32))
+    assert not all(torch.equal(a, b) for a, b in zip(before, _body_bn_state(net)))

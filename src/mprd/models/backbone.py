@@ -43,6 +43,17 @@ LITE0 = "tf_efficientnet_lite0"
 _DOWNLOAD_TIMEOUT_S = 30.0
 
 
+def _freeze_bn_statistics(module: nn.Module, args: tuple) -> None:
+    """Forward pre-hook: a frozen BN normalises with its running (ImageNet) statistics and never updates them.
+
+    Measured on the synthetic `small` set with ImageNet EfficientNet-Lite0 at 64x32, batch 32: batch
+    statistics cut the 8-NN precision of the initial features from 0.32 to 0.11, and `super` training
+    stayed near chance (Rank-1 4.0 %) where frozen statistics reached 29.1 % after 2 epochs
+    (docs/presets.md). The affine parameters still train; the appended head BN always uses batch statistics.
+    """
+    module.training = False
+
+
 class ReIDBackbone(nn.Module):
     """body -> global average pool (pool5, d-dim) -> appended BatchNorm1d(d) (MPRD §3.1).
 
@@ -76,21 +87,26 @@ class ReIDBackbone(nn.Module):
         self.bn = nn.BatchNorm1d(self.out_dim)
         nn.init.ones_(self.bn.weight)
         nn.init.zeros_(self.bn.bias)
+        if self.freeze_bn:
+            for module in self._body_batchnorms():
+                module.register_forward_pre_hook(_freeze_bn_statistics)
+                module.training = False
 
     def train(self, mode: bool = True) -> "ReIDBackbone":
-        """With `freeze_bn`, the body's BatchNorm layers keep their (ImageNet) running statistics in training.
+        """Set the mode; with `freeze_bn` the body's BN layers report eval mode whatever `mode` is.
 
-        Measured on the synthetic `small` set with ImageNet EfficientNet-Lite0 at 64x32, batch 32: batch
-        statistics cut the 8-NN precision of the initial features from 0.32 to 0.11, and `super` training
-        stayed near chance (Rank-1 4.0 %) where frozen statistics reached 29.1 % after 2 epochs.
-        Their affine parameters still train; the appended head BN always uses batch statistics.
+        The freeze itself is enforced by a forward pre-hook on every body BN (`_freeze_bn_statistics`), so it
+        holds however the mode is set: Lightning's fit loop, a resume, or a method without a memory-init pass
+        (MLCR's zero memory). Here it only keeps `.training` truthful for code that inspects it.
         """
         super().train(mode)
-        if mode and self.freeze_bn:
-            for module in self.body.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
+        if self.freeze_bn:
+            for module in self._body_batchnorms():
+                module.training = False
         return self
+
+    def _body_batchnorms(self) -> list[nn.Module]:
+        return [m for m in self.body.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
     def forward_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(pool5 feature, BN feature), both (B, out_dim) and not normalised."""
