@@ -1,7 +1,9 @@
 """Train one method: `python -m mprd.train method=knn dataset=synthetic` (Hydra).
 
-Writes into the Hydra run directory: `metrics.json` (final and per-epoch Rank-1/5/10, mAP, mINP),
-`checkpoints/last.ckpt`, the resolved config (`.hydra/`), CSV logs and an offline wandb run.
+Writes into the Hydra run directory: `metrics.json` (final and per-epoch Rank-1/5/10, mAP, mINP, and the
+resolved config), `checkpoints/last.ckpt` (after every epoch) and `previous.ckpt`, the resolved config
+(`.hydra/`), CSV logs and an offline wandb run. Faults (kills, corrupt checkpoints, a second run in the same
+folder, bad settings): `mprd.runfolder`, `mprd.settings` and the README's "Reliability" section.
 """
 
 from __future__ import annotations
@@ -19,6 +21,22 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from mprd.runfolder import (
+    LAST,
+    PREVIOUS,
+    AppendingCSVLogger,
+    CheckpointError,
+    EpochCheckpoint,
+    RunFolderBusy,
+    RunFolderLock,
+    choose_resume_checkpoint,
+    is_main_process,
+    keep_aside,
+    require_checkpoint,
+    scalar_metrics,
+    write_text_atomically,
+)
+from mprd.settings import SettingsError, validate_settings
 from mprd.supervision import uses_besides_images
 
 log = logging.getLogger("mprd.train")
@@ -70,11 +88,11 @@ def resolve_camstyle(cfg: DictConfig) -> bool:
 
 
 def build_loggers(cfg: DictConfig, output_dir: Path) -> list[Any]:
-    from lightning.pytorch.loggers import CSVLogger, WandbLogger
+    from lightning.pytorch.loggers import WandbLogger
 
     loggers: list[Any] = []
-    if cfg.logger.get("csv", True):
-        loggers.append(CSVLogger(save_dir=str(output_dir), name="csv", version=""))
+    if cfg.logger.get("csv", True):  # csv/metrics.csv, appended across resumes (column `attempt`)
+        loggers.append(AppendingCSVLogger(save_dir=str(output_dir)))
     wb = cfg.logger.get("wandb")
     if wb and wb.get("enabled", False):
         os.environ.setdefault("WANDB_SILENT", "true")
@@ -188,32 +206,83 @@ def git_commit() -> str:
         return "unknown"
 
 
-def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
-    """Train and evaluate one configuration; returns (and writes) the metrics record."""
-    from lightning.pytorch.callbacks import ModelCheckpoint
+def run(cfg: DictConfig, output_dir: str | Path, callbacks: list[Any] | None = None) -> dict[str, Any]:
+    """Train and evaluate one configuration; returns (and writes) the metrics record.
 
+    Settings are validated first, then the folder is locked for this run (`RunFolderBusy` when another run
+    holds it); `callbacks` are added to the trainer's (tests).
+    """
+    validate_settings(cfg)
+    output_dir = Path(output_dir)
+    if not is_main_process():  # DDP's extra ranks share rank 0's folder and lock
+        return _run(cfg, output_dir, callbacks or [])
+    with RunFolderLock(output_dir):
+        return _run(cfg, output_dir, callbacks or [])
+
+
+def resume_checkpoint(cfg: DictConfig, ckpt_dir: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The checkpoint to resume from and the unreadable ones found on the way; reads only.
+
+    An explicit `ckpt_path` must be readable (`CheckpointError` naming it otherwise). With `auto_resume`,
+    last.ckpt, else previous.ckpt, else none (start over).
+    """
+    if cfg.ckpt_path is not None:
+        return require_checkpoint(str(cfg.ckpt_path)), []
+    if not cfg.get("auto_resume"):
+        return None, []
+    chosen, unreadable = choose_resume_checkpoint(ckpt_dir)
+    for path, why in unreadable:
+        log.warning("auto_resume: checkpoint %s is unreadable (%s)", path, why)
+    if chosen is not None:
+        log.info("auto_resume: resuming from %s%s", chosen, " (the previous good checkpoint)" if unreadable else "")
+    elif unreadable:
+        log.warning("auto_resume: no readable checkpoint in %s: starting over", ckpt_dir)
+    else:
+        log.info("auto_resume: no checkpoint in %s: starting from scratch", ckpt_dir)
+    return chosen, unreadable
+
+
+def prepare_folder(output_dir: Path, ckpt: Path | None, unreadable: list[tuple[Path, str]]) -> None:
+    """Keep aside (rename, never delete) what this run would otherwise overwrite, once it is known to start.
+
+    A forced rerun keeps metrics.json; a run that does not continue this folder's own checkpoints keeps
+    them and the CSV log; unreadable checkpoints are kept as `*.unreadable-<time>.ckpt`.
+    """
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for path, _ in unreadable:
+        log.warning("kept the unreadable checkpoint as %s", keep_aside(path, f"unreadable-{stamp}"))
+    metrics_file = output_dir / "metrics.json"
+    if metrics_file.is_file():  # a forced rerun: keep the earlier result (with its config inside) beside the new one
+        log.warning("kept the earlier metrics as %s", keep_aside(metrics_file, str(int(metrics_file.stat().st_mtime))))
+    ckpt_dir = output_dir / "checkpoints"
+    continues_here = ckpt is not None and ckpt.resolve().parent == ckpt_dir.resolve()
+    if continues_here:
+        return
+    for path in (ckpt_dir / LAST, ckpt_dir / PREVIOUS, output_dir / "csv" / "metrics.csv"):
+        if path.is_file():  # an earlier run's: keep it, never overwrite it
+            log.warning("kept the earlier %s as %s", path.name, keep_aside(path, str(int(path.stat().st_mtime))))
+
+
+def warn_on_split_sizes(data: Any, options: dict[str, Any]) -> list[str]:
+    """Log (as warnings) and return every split size that differs from the dataset's published numbers."""
+    from mprd.data.datasets import check_statistics, expected_statistics
+
+    problems = check_statistics(data, expected_statistics(data.name, **options))
+    for message in problems:
+        log.warning("split size differs from the published one: %s (incomplete download or another version?)", message)
+    return problems
+
+
+def _run(cfg: DictConfig, output_dir: Path, extra_callbacks: list[Any]) -> dict[str, Any]:
     from mprd.models.backbone import build_backbone
 
-    output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     metrics_file = output_dir / "metrics.json"
     if cfg.get("skip_if_done") and metrics_file.is_file():
         log.info("%s already holds metrics.json: skipping (FORCE=1 reruns it)", output_dir)
         return json.loads(metrics_file.read_text())
-    if metrics_file.is_file():  # a forced rerun: keep the earlier result beside the new one
-        keep = metrics_file.with_name(f"metrics.{int(metrics_file.stat().st_mtime)}.json")
-        metrics_file.rename(keep)
-        log.warning("kept the earlier metrics as %s", keep)
-    ckpt_path = cfg.ckpt_path
-    last = output_dir / "checkpoints" / "last.ckpt"
-    if ckpt_path is None and cfg.get("auto_resume") and last.is_file():
-        log.info("resuming from %s", last)
-        ckpt_path = str(last)
-    elif last.is_file() and ckpt_path is None:
-        # a fresh run in a folder holding an earlier run's checkpoint: keep it, never overwrite it
-        keep = last.with_name(f"last.{int(last.stat().st_mtime)}.ckpt")
-        last.rename(keep)
-        log.warning("kept the earlier checkpoint as %s", keep)
+    ckpt_path, unreadable = resume_checkpoint(cfg, output_dir / "checkpoints")
+    prepare_folder(output_dir, ckpt_path, unreadable)
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
 
@@ -228,14 +297,13 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     datamodule.setup("fit")
     stats = datamodule.data.statistics()
     log.info("dataset %s: %s", cfg.dataset.name, stats)
+    options = OmegaConf.to_container(cfg.dataset.options, resolve=True) if cfg.dataset.get("options") else {}
+    warn_on_split_sizes(datamodule.data, options)
 
     model = build_method(cfg, datamodule, backbone)
-    # last.ckpt after every training epoch (not only at validation epochs), so a killed run loses <= 1 epoch
-    callbacks: list[Any] = [
-        ModelCheckpoint(
-            dirpath=str(output_dir / "checkpoints"), save_last=True, save_top_k=0, save_on_train_epoch_end=False
-        )
-    ]
+    # last.ckpt after every training epoch (atomically; previous.ckpt keeps the one before), so a kill loses <= 1 epoch
+    checkpoint = EpochCheckpoint(output_dir / "checkpoints")
+    callbacks: list[Any] = [checkpoint, *extra_callbacks]
     stop_after = cfg.get("debug", {}).get("stop_after_epochs")
     if stop_after:  # simulates an interrupted run (tests of resume)
         callbacks.append(StopAfterEpochs(int(stop_after)))
@@ -244,9 +312,11 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     )
     log.info("training %s (artefact %s, row %s, seed %s) -> %s", cfg.method.name, cfg.get("artefact"), cfg.get("row"), cfg.seed, output_dir)
     t0 = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
     if stop_after and trainer.current_epoch < cfg.max_epochs:
         return {"interrupted_after_epochs": trainer.current_epoch}
+    wall_time = checkpoint.elapsed  # training time of every attempt up to the checkpoint resumed from, and this one
+    train_log = scalar_metrics(trainer) or checkpoint.train_log  # a finished run resumed: its last epoch's values
     if not model.history or model.history[-1]["epoch"] != cfg.max_epochs:
         trainer.validate(model, datamodule=datamodule, verbose=False)  # the final epoch is always reported
 
@@ -260,36 +330,39 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         "backbone": cfg.backbone.name,
         "supervision": cfg.method.get("supervision"),  # e.g. UGA's "intra-camera labels", shown in reports
         "uses": uses_besides_images(cfg, resolve_camstyle(cfg)),  # the reports' "Uses besides images"
-        "wall_time_s": time.perf_counter() - t0,
+        "wall_time_s": wall_time,
+        "wall_time_this_attempt_s": time.perf_counter() - t0,
+        "resumed_from": str(ckpt_path) if ckpt_path else None,
         "seed": int(cfg.seed),
         "commit": git_commit(),
         "final": {k: v for k, v in model.history[-1].items() if k != "epoch"},
         "per_epoch": model.history,
-        "train_log": _epoch_log(trainer),
+        "train_log": train_log,
         "dataset_statistics": stats,
+        "config": _config_record(cfg),  # a kept metrics.<time>.json keeps its own config
     }
-    _write_atomic(metrics_file, json.dumps(record, indent=2))
+    write_text_atomically(metrics_file, json.dumps(record, indent=2))
     log.info("final: %s", record["final"])
     finish_wandb(trainer, record)
     return record
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """metrics.json appears complete or not at all (skip_if_done relies on it)."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
-def _epoch_log(trainer: L.Trainer) -> dict[str, float]:
-    return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+def _config_record(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config (unresolved where an interpolation needs Hydra's runtime, e.g. in tests)."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except Exception:
+        return OmegaConf.to_container(cfg, resolve=False)  # type: ignore[return-value]
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
-    output_dir = Path(cfg.paths.output_dir)
-    record = run(cfg, output_dir)
-    return float(record["final"].get("mAP", 0.0))
+    try:
+        record = run(cfg, Path(cfg.paths.output_dir))
+    except (SettingsError, CheckpointError, RunFolderBusy) as err:  # one clear message, no traceback
+        log.error("%s", err)
+        raise SystemExit(f"error: {err}") from None
+    return float(record.get("final", {}).get("mAP", 0.0))  # an interrupted run (debug.stop_after_epochs) has none
 
 
 if __name__ == "__main__":
