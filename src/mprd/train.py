@@ -186,8 +186,23 @@ def build_method(cfg: DictConfig, datamodule: Any, backbone: torch.nn.Module) ->
     )
 
 
+class SigkillAt(L.Callback):
+    """`debug.sigkill_at=[epoch, batch]`: the process sends itself SIGKILL after that training batch (0-based),
+    in the middle of an epoch; nothing runs after it (no hook, no finally), as with an OOM kill or `kill -9`."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        self.epoch, self.batch = int(epoch), int(batch)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
 class StopAfterEpochs(L.Callback):
-    """Stop training after `n` epochs, as if the run had been killed (last.ckpt is written first)."""
+    """Stop training cleanly after `n` epochs (last.ckpt is written at train end; exits without metrics.json)."""
 
     def __init__(self, n: int) -> None:
         self.n = n
@@ -307,6 +322,9 @@ def _run(cfg: DictConfig, output_dir: Path, extra_callbacks: list[Any]) -> dict[
     stop_after = cfg.get("debug", {}).get("stop_after_epochs")
     if stop_after:  # simulates an interrupted run (tests of resume)
         callbacks.append(StopAfterEpochs(int(stop_after)))
+    sigkill_at = cfg.get("debug", {}).get("sigkill_at")
+    if sigkill_at:
+        callbacks.append(SigkillAt(*sigkill_at))
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer, logger=build_loggers(cfg, output_dir), callbacks=callbacks, default_root_dir=str(output_dir)
     )

@@ -1,0 +1,325 @@
+"""Faults: a killed run, a corrupt checkpoint, a second run in the same folder, bad settings, short splits.
+
+The slow tests run `python -m mprd.train` as real subprocesses on the `tiny` synthetic set; the process
+SIGKILLs itself in the middle of an epoch (`debug.sigkill_at`), then a second process resumes it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mprd.runfolder import (
+    LAST,
+    PREVIOUS,
+    AppendingCSVLogger,
+    CheckpointError,
+    EpochCheckpoint,
+    RunFolderBusy,
+    RunFolderLock,
+    checkpoint_problem,
+    choose_resume_checkpoint,
+)
+from mprd.settings import SettingsError, settings_problems
+from mprd.train import run
+from tests.test_train import compose_cfg
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("suite")
+
+
+def fake_checkpoint(path: Path, epoch: int) -> Path:
+    """A minimal file that passes `checkpoint_problem` (the keys Lightning's restore needs)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": {"w": torch.full((4,), float(epoch))}, "loops": {}, "epoch": epoch, "global_step": 3},
+               path)
+    return path
+
+
+# ------------------------------------------------------------------------------------------- settings
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("max_epochs=-1", "max_epochs=-1: expected an integer >= 1"),
+        ("max_epochs=0", "max_epochs=0: expected an integer >= 1"),
+        ("max_epochs=2.5", "max_epochs=2.5: expected an integer >= 1"),
+        ("eval_every=0", "eval_every=0: expected an integer >= 1"),
+        ("method.loss.neg_ratio=2", "method.loss.neg_ratio=2: expected a number in (0, 1]"),
+        ("method.loss.neg_ratio=0", "method.loss.neg_ratio=0: expected a number in (0, 1]"),
+        ("method=mprd method.mu=abc", "method.mu='abc': expected a number in [0, 1]"),
+        ("method=mprd method.mu=1.5", "method.mu=1.5: expected a number in [0, 1]"),
+        ("method=mprd method.mu=-0.1", "method.mu=-0.1: expected a number in [0, 1]"),
+        ("seed=-3", "seed=-3: expected an integer in [0, 4000000]"),
+        ("data.batch_size=0", "data.batch_size=0: expected an integer >= 1"),
+        ("data.num_workers=-1", "data.num_workers=-1: expected an integer >= 0"),
+        ("optim.lr_new=0", "optim.lr_new=0: expected a number > 0"),
+        ("optim.momentum=1", "optim.momentum=1: expected a number in [0, 1)"),
+        ("optim.lr_gamma=true", "optim.lr_gamma=True: expected a number in (0, 1]"),
+        ("optim.milestones=[a]", "optim.milestones=['a']: expected a list of numbers >= 0"),
+        ("method.memory.gamma_end=2", "method.memory.gamma_end=2: expected a number in [0, 1]"),
+        ("method.labels.refresh_every=0", "method.labels.refresh_every=0: expected an integer >= 1"),
+        ("method.generator.k=0", "method.generator.k=0: expected an integer >= 1"),
+        ("method=uga method.cvg.threshold=1.2", "method.cvg.threshold=1.2: expected a number in [-1, 1]"),
+        ("method=sslr method.soft.lam=nan", "method.soft.lam=nan: expected a number in [0, 1]"),
+        ("max_epochs=2 debug.stop_after_epochs=3", "debug.stop_after_epochs=3: expected at most max_epochs=2"),
+    ],
+)
+def test_bad_settings_fail_before_anything_is_written(tmp_path, override, message):
+    cfg = compose_cfg(tmp_path, *override.split())
+    assert message in "\n".join(settings_problems(cfg))
+    with pytest.raises(SettingsError, match="invalid settings") as err:
+        run(cfg, tmp_path / "run")
+    assert message in str(err.value)
+    assert not (tmp_path / "run").exists()  # nothing created, not even the folder
+
+
+@pytest.mark.parametrize("method", ["knn", "mprd", "mlcr", "sslr", "uga", "super"])
+def test_the_shipped_settings_pass(tmp_path, method):
+    for preset in ("cpu", "cpu_real", "paper"):
+        assert settings_problems(compose_cfg(tmp_path, f"method={method}", f"preset={preset}")) == []
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    cfg = compose_cfg(tmp_path, "max_epochs=0", "eval_every=0", "method.loss.neg_ratio=2")
+    assert [p.split("=")[0] for p in settings_problems(cfg)] == ["max_epochs", "eval_every", "method.loss.neg_ratio"]
+
+
+# ------------------------------------------------------------------------------------------------ lock
+def test_a_second_run_in_a_locked_folder_fails_at_once_naming_folder_and_pid(data_root, tmp_path):
+    folder = tmp_path / "run"
+    with RunFolderLock(folder):
+        (folder / "metrics.json").write_text('{"mine": 1}')
+        cfg = compose_cfg(data_root, "method=knn", "max_epochs=1")
+        with pytest.raises(RunFolderBusy) as err:
+            run(cfg, folder)
+        assert str(folder) in str(err.value) and f"pid {os.getpid()}" in str(err.value)
+        assert (folder / "metrics.json").read_text() == '{"mine": 1}'  # untouched
+        assert sorted(p.name for p in folder.iterdir()) == [".run.lock", "metrics.json"]
+    RunFolderLock(folder).acquire().release()  # released on exit: the folder is usable again
+
+
+def test_the_lock_is_released_when_its_holder_is_killed(tmp_path):
+    code = f"from mprd.runfolder import RunFolderLock; import os, signal; RunFolderLock({str(tmp_path)!r}).acquire(); " \
+           "os.kill(os.getpid(), signal.SIGKILL)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO)
+    assert proc.returncode == -9
+    assert "pid" in (tmp_path / ".run.lock").read_text()  # the file stays, the OS lock does not
+    RunFolderLock(tmp_path).acquire().release()
+
+
+def test_a_held_lock_blocks_another_process(tmp_path):
+    with RunFolderLock(tmp_path):
+        code = f"from mprd.runfolder import RunFolderLock; RunFolderLock({str(tmp_path)!r}).acquire()"
+        proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert f"run folder {tmp_path} is in use by another run (pid {os.getpid()} since" in proc.stderr
+
+
+# ----------------------------------------------------------------------------------------- checkpoints
+@pytest.mark.parametrize(
+    "damage, why",
+    [
+        (lambda b: b[: len(b) // 2], "truncated or not a torch checkpoint"),
+        (lambda b: b"", "empty file (0 bytes)"),
+        (lambda b: b"not a checkpoint\n", "truncated or not a torch checkpoint"),
+        (lambda b: b[:200] + bytes(x ^ 0xFF for x in b[200:260]) + b[260:], "corrupt member"),
+    ],
+)
+def test_a_damaged_checkpoint_is_named_with_what_is_wrong(tmp_path, damage, why):
+    good = fake_checkpoint(tmp_path / "good.ckpt", 2)
+    assert checkpoint_problem(good) is None
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(damage(good.read_bytes()))
+    assert why in checkpoint_problem(bad)
+
+
+def test_a_checkpoint_without_training_state_is_refused(tmp_path):
+    torch.save({"state_dict": {}}, tmp_path / "weights.ckpt")
+    assert checkpoint_problem(tmp_path / "weights.ckpt") == "not a training checkpoint (lacks loops, epoch, global_step)"
+
+
+def test_choose_resume_checkpoint_falls_back_to_previous(tmp_path):
+    last, previous = tmp_path / LAST, fake_checkpoint(tmp_path / PREVIOUS, 1)
+    assert choose_resume_checkpoint(tmp_path) == (previous, [])
+    fake_checkpoint(last, 2)
+    assert choose_resume_checkpoint(tmp_path) == (last, [])
+    last.write_bytes(last.read_bytes()[:100])
+    chosen, unreadable = choose_resume_checkpoint(tmp_path)
+    assert chosen == previous and [p for p, _ in unreadable] == [last]
+    previous.write_bytes(b"")
+    assert choose_resume_checkpoint(tmp_path)[0] is None
+
+
+def test_an_explicit_corrupt_checkpoint_is_one_clear_error_and_changes_nothing(data_root, tmp_path):
+    folder = tmp_path / "run"
+    ckpt = folder / "checkpoints" / LAST
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"PK\x03\x04 truncated")
+    (folder / "metrics.json").write_text("{}")
+    (folder / "csv").mkdir()
+    (folder / "csv" / "metrics.csv").write_text("epoch,step\n0,1\n")
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    with pytest.raises(CheckpointError, match=f"cannot resume from checkpoint {ckpt}: truncated"):
+        run(compose_cfg(data_root, "method=knn", "max_epochs=1", f"ckpt_path={ckpt}"), folder)
+    after = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name != ".run.lock"}
+    assert after == before
+
+
+class _FakeStrategy:
+    def barrier(self, *_: object) -> None:
+        pass
+
+
+class _FakeTrainer:
+    """What EpochCheckpoint._save touches; `save_checkpoint` writes half a file and dies when `die` is set."""
+
+    def __init__(self, step: int, die: bool = False) -> None:
+        self.global_step, self.die, self.sanity_checking, self.is_global_zero = step, die, False, True
+        self.callback_metrics: dict = {}
+        self.strategy = _FakeStrategy()
+
+    def save_checkpoint(self, path: Path) -> None:
+        fake_checkpoint(Path(path), self.global_step)
+        if self.die:
+            Path(path).write_bytes(Path(path).read_bytes()[:50])
+            raise KeyboardInterrupt  # the process dies in the middle of the write
+
+
+def test_a_killed_checkpoint_write_never_replaces_a_good_file(tmp_path):
+    cb = EpochCheckpoint(tmp_path)
+    cb._save(_FakeTrainer(step=10))
+    cb._save(_FakeTrainer(step=20))
+    assert torch.load(tmp_path / LAST)["epoch"] == 20 and torch.load(tmp_path / PREVIOUS)["epoch"] == 10
+    kept = {p.name: p.read_bytes() for p in (tmp_path / LAST, tmp_path / PREVIOUS)}
+    with pytest.raises(KeyboardInterrupt):
+        cb._save(_FakeTrainer(step=30, die=True))
+    assert {p.name: p.read_bytes() for p in (tmp_path / LAST, tmp_path / PREVIOUS)} == kept
+    assert choose_resume_checkpoint(tmp_path) == (tmp_path / LAST, [])
+
+
+def test_the_csv_log_is_appended_across_attempts(tmp_path):
+    for attempt, (step, values) in enumerate([(0, {"a": 1.0}), (5, {"a": 2.0, "b": 3.0})], start=1):
+        logger = AppendingCSVLogger(save_dir=str(tmp_path))
+        logger.log_metrics(values, step=step)
+        logger.save()
+        assert logger.experiment.attempt == attempt
+    with open(tmp_path / "csv" / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["attempt"], r["step"], r["a"], r["b"]) for r in rows] == [("1", "0", "1.0", ""), ("2", "5", "2.0", "3.0")]
+
+
+# ------------------------------------------------------------------------------------------ split sizes
+def test_split_sizes_differing_from_the_published_ones_are_warned(tmp_path, caplog):
+    from mprd.data.datasets import load_dataset
+    from mprd.train import warn_on_split_sizes
+
+    names = {"bounding_box_train": ["0002_c1s1_000451_03.jpg", "0002_c2s1_000551_01.jpg", "0007_c3s1_000001_01.jpg"],
+             "query": ["0003_c1s1_000001_01.jpg"], "bounding_box_test": ["0003_c2s1_000001_01.jpg"]}
+    for folder, files in names.items():
+        (tmp_path / folder).mkdir()
+        for name in files:
+            (tmp_path / folder / name).write_bytes(b"")
+    data = load_dataset("market1501", tmp_path)
+    with caplog.at_level(logging.WARNING, logger="mprd.train"):
+        problems = warn_on_split_sizes(data, {})
+    assert len(problems) == 9  # images, ids, cameras of three splits
+    assert f"market1501 train images: found 3 under {tmp_path}, published 12,936" in problems
+    assert f"market1501 train ids: found 2 under {tmp_path}, published 751" in problems
+    assert f"market1501 query cameras: found 1 under {tmp_path}, published 6" in problems
+    assert sum("split size differs from the published one" in r.message for r in caplog.records) == 9
+
+
+# ----------------------------------------------------------------------------------------- end to end
+def test_auto_resume_reports_where_it_starts(data_root, tmp_path, caplog):
+    folder = tmp_path / "run"
+    common = ("method=knn", "max_epochs=1", "eval_every=1", "auto_resume=true")
+    with caplog.at_level(logging.INFO, logger="mprd.train"):
+        run(compose_cfg(data_root, *common), folder)
+    assert f"auto_resume: no checkpoint in {folder / 'checkpoints'}: starting from scratch" in caplog.text
+    (folder / "checkpoints" / LAST).write_bytes(b"")
+    (folder / "checkpoints" / PREVIOUS).write_bytes(b"x")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="mprd.train"):
+        record = run(compose_cfg(data_root, *common), folder)
+    assert f"auto_resume: no readable checkpoint in {folder / 'checkpoints'}: starting over" in caplog.text
+    kept = sorted(p.name for p in (folder / "checkpoints").iterdir())
+    assert kept[0] == LAST and len(kept) == 3 and all(".unreadable-" in k for k in kept[1:])  # both kept aside
+    assert len(list(folder.glob("metrics.*.json"))) == 1 and record["resumed_from"] is None
+
+
+def test_a_finished_run_resumed_keeps_its_log_and_time(data_root, tmp_path):
+    folder = tmp_path / "run"
+    common = ("method=knn", "max_epochs=2", "eval_every=1")
+    first = run(compose_cfg(data_root, *common), folder)
+    again = run(compose_cfg(data_root, *common, "auto_resume=true"), folder)
+    assert again["final"] == first["final"]
+    assert again["train_log"]["labels/pair_precision"] == first["train_log"]["labels/pair_precision"]
+    assert again["wall_time_s"] >= first["wall_time_s"] * 0.5  # the training time of the first attempt, not ~0
+    kept = json.loads(next(folder.glob("metrics.*.json")).read_text())
+    assert kept["final"] == first["final"] and kept["config"]["max_epochs"] == 2  # kept with its own config
+
+
+def _train(out: Path, data_root: Path, *overrides: str) -> subprocess.CompletedProcess:
+    args = [sys.executable, "-m", "mprd.train", f"paths.root_dir={data_root}", f"hydra.run.dir={out}",
+            "dataset.synthetic.preset=tiny", "logger.wandb.enabled=false", "trainer.enable_progress_bar=false",
+            "trainer.enable_model_summary=false", "data.test_batch_size=64", *overrides]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
+    return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_a_bad_setting_exits_with_one_line_naming_it(data_root, tmp_path):
+    proc = _train(tmp_path / "run", data_root, "method.loss.neg_ratio=2")
+    assert proc.returncode == 1
+    assert "method.loss.neg_ratio=2: expected a number in (0, 1]" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+# The kill/resume rows: (method, overrides). 3 epochs, killed in the middle of the second (epoch index 1).
+KILL_ROWS = {
+    "knn": ("method=knn", "data.batch_size=16"),
+    "mprd": ("method=mprd", "data.batch_size=16"),
+    "mlcr": ("method=mlcr", "method.labels.start_epoch=1", "data.batch_size=16"),
+    "sslr": ("experiment=sslr/sslr", "method.schedule.stage0_epochs=1", "method.schedule.epochs_per_iteration=2",
+             "data.batch_size=16"),
+    "uga": ("experiment=uga/uga", "data.batch_size=12"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("row", list(KILL_ROWS))
+def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(data_root, tmp_path, row):
+    common = (*KILL_ROWS[row], "max_epochs=3", "eval_every=1", "seed=1")
+    straight = _train(tmp_path / "straight", data_root, *common)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    killed = tmp_path / "killed"
+    proc = _train(killed, data_root, *common, "+debug.sigkill_at=[1,2]")
+    assert proc.returncode == -9, proc.stderr[-3000:]  # SIGKILL: no hook, no finally ran
+    state = torch.load(killed / "checkpoints" / LAST, weights_only=False, map_location="cpu")
+    assert state["epoch"] == 1  # written when epoch 1 started, i.e. after epoch 0 finished
+    assert not (killed / "metrics.json").exists()
+    resumed = _train(killed, data_root, *common, "auto_resume=true")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    b = json.loads((killed / "metrics.json").read_text())
+    # tolerance: 1e-6 (the float32 round-off of metrics in percent); the resumed run recomputes every epoch
+    # from the same state and the same per-epoch seeds, on the same machine and thread count
+    assert b["final"] == pytest.approx(a["final"], abs=1e-6)
+    assert [e["epoch"] for e in b["per_epoch"]] == [1, 2, 3]
+    for ea, eb in zip(a["per_epoch"], b["per_epoch"], strict=True):
+        assert eb == pytest.approx(ea, abs=1e-6)
+    assert b["resumed_from"] == str(killed / "checkpoints" / LAST)
+    with open(killed / "csv" / "metrics.csv", newline="") as f:
+        attempts = {r["attempt"] for r in csv.DictReader(f)}
+    assert attempts == {"1", "2"}  # the killed attempt's rows are kept
