@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
@@ -286,9 +287,10 @@ def test_a_bad_setting_exits_with_one_line_naming_it(data_root, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-# The kill/resume rows: (method, overrides). 3 epochs, killed in the middle of the second (epoch index 1).
+# The kill/resume rows: (method, overrides). 3 epochs, killed after batch 1 (0-based) of epoch index 1, in its
+# middle (tiny: 3 batches of 16 per epoch, 4 of 12 for UGA).
 KILL_ROWS = {
-    "knn": ("method=knn", "data.batch_size=16"),
+    "knn": ("method=knn", "data.batch_size=16", "optim.milestones=[2]"),  # a lost scheduler step would move the lr drop
     "mprd": ("method=mprd", "data.batch_size=16"),
     "mlcr": ("method=mlcr", "method.labels.start_epoch=1", "data.batch_size=16"),
     "sslr": ("experiment=sslr/sslr", "method.schedule.stage0_epochs=1", "method.schedule.epochs_per_iteration=2",
@@ -304,7 +306,7 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(data_root, tm
     straight = _train(tmp_path / "straight", data_root, *common)
     assert straight.returncode == 0, straight.stderr[-3000:]
     killed = tmp_path / "killed"
-    proc = _train(killed, data_root, *common, "+debug.sigkill_at=[1,2]")
+    proc = _train(killed, data_root, *common, "debug.sigkill_at=[1,1]")
     assert proc.returncode == -9, proc.stderr[-3000:]  # SIGKILL: no hook, no finally ran
     state = torch.load(killed / "checkpoints" / LAST, weights_only=False, map_location="cpu")
     assert state["epoch"] == 1  # written when epoch 1 started, i.e. after epoch 0 finished
@@ -321,5 +323,77 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(data_root, tm
         assert eb == pytest.approx(ea, abs=1e-6)
     assert b["resumed_from"] == str(killed / "checkpoints" / LAST)
     with open(killed / "csv" / "metrics.csv", newline="") as f:
-        attempts = {r["attempt"] for r in csv.DictReader(f)}
+        rows = list(csv.DictReader(f))
+    attempts = {r["attempt"] for r in rows}
     assert attempts == {"1", "2"}  # the killed attempt's rows are kept
+    batches_per_epoch = torch.load(killed / "checkpoints" / LAST, weights_only=False)["global_step"] // 3
+    assert batches_per_epoch >= 3  # batch 1 of epoch 1 was in the middle of that epoch
+    if row == "knn":  # the milestone's lr step survived the resume: the same lr per epoch, two distinct values
+        with open(tmp_path / "straight" / "csv" / "metrics.csv", newline="") as f:
+            straight_lrs = {r["epoch"]: r["lr/group0"] for r in csv.DictReader(f) if r.get("lr/group0")}
+        lrs = {r["epoch"]: r["lr/group0"] for r in rows if r.get("lr/group0")}  # the last attempt's row wins
+        assert lrs == straight_lrs and len(set(lrs.values())) == 2
+
+
+# ------------------------------------------------------------------------------- train/eval modes
+class ModeRecorder(L.Callback):
+    """`.training` of every module at the first training batch of each epoch, before and after its step,
+    and the names of the body's BatchNorm layers."""
+
+    def __init__(self) -> None:
+        self.modes: dict[tuple[int, str], dict[str, bool]] = {}
+        self.body_bn: list[str] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == 0:
+            self.modes[(trainer.current_epoch, "before")] = {n: m.training for n, m in pl_module.named_modules()}
+            self.body_bn = [n for n, m in pl_module.named_modules()
+                            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and ".body." in f".{n}."]
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if batch_idx == 0:
+            self.modes[(trainer.current_epoch, "after")] = {n: m.training for n, m in pl_module.named_modules()}
+
+
+MODE_ROWS = {
+    "knn": ("method=knn",),
+    "mlcr": ("method=mlcr", "method.labels.start_epoch=1"),
+    "mprd": pytest.param(("method=mprd",), marks=pytest.mark.slow),
+    "sslr": pytest.param(("experiment=sslr/sslr", "method.schedule.stage0_epochs=1",
+                          "method.schedule.epochs_per_iteration=1"), marks=pytest.mark.slow),
+    "uga": pytest.param(("experiment=uga/uga", "data.batch_size=12"), marks=pytest.mark.slow),
+}
+
+
+@pytest.mark.parametrize("overrides", list(MODE_ROWS.values()), ids=list(MODE_ROWS))
+def test_module_modes_after_resume_equal_an_uninterrupted_run(data_root, tmp_path, overrides):
+    """Every module's train/eval mode, frozen body BN included, at each epoch's first batch: a run resumed after
+    epoch 1 equals a straight one, and with `backbone.freeze_bn` (the CPU preset) the body BN stays in eval."""
+    common = (*overrides, "max_epochs=3", "eval_every=1", "seed=4")
+    if "data.batch_size=12" not in overrides:
+        common = (*common, "data.batch_size=16")
+    straight, resumed = ModeRecorder(), ModeRecorder()
+    run(compose_cfg(data_root, *common), tmp_path / "straight", callbacks=[straight])
+    run(compose_cfg(data_root, *common, "debug.stop_after_epochs=1"), tmp_path / "resumed", callbacks=[resumed])
+    run(compose_cfg(data_root, *common, "auto_resume=true"), tmp_path / "resumed", callbacks=[resumed])
+    assert sorted(resumed.modes) == sorted(straight.modes) and len(straight.modes) == 6
+    for key, modes in straight.modes.items():
+        assert resumed.modes[key] == modes, key
+    cfg = compose_cfg(data_root, *common)
+    assert cfg.backbone.freeze_bn  # the CPU preset freezes the body's BN
+    for (epoch, _), modes in straight.modes.items():
+        assert straight.body_bn and not any(modes[n] for n in straight.body_bn), epoch
+        assert modes[""]  # the LightningModule itself trains
+
+
+def test_a_symbolic_link_loop_is_a_dataset_error_naming_it(tmp_path):
+    from mprd.data.datasets import load_dataset
+    from mprd.data.records import DatasetError
+
+    for folder in ("bounding_box_train", "query", "bounding_box_test"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "0002_c1s1_000451_03.jpg").write_bytes(b"")
+    loop = tmp_path / "query" / "0003_c1s1_000001_01.jpg"
+    loop.symlink_to(loop)
+    with pytest.raises(DatasetError, match=f"cannot read {loop}: Too many levels of symbolic links"):
+        load_dataset("market1501", tmp_path)

@@ -178,7 +178,9 @@ class EpochCheckpoint(Checkpoint):
     The end-of-epoch checkpoint is written when the next epoch starts (before any of its work), once
     Lightning has stepped the epoch schedulers and closed the epoch: a checkpoint written inside
     `on_train_epoch_end` holds the scheduler state from before its step, and a resume would skip that step.
-    Also carries the training time and last epoch's logged values across attempts (`state_dict`).
+    Its loop state is recorded as "epoch finished" (Lightning has already marked the next one ready; resumed
+    as such, it would treat the new epoch as restarted with all its batches done and skip it), i.e. exactly
+    the state a run stopped after that epoch saves at train end. Also carries the training time and last epoch's logged values across attempts (`state_dict`).
     """
 
     def __init__(self, dirpath: Path) -> None:
@@ -187,6 +189,7 @@ class EpochCheckpoint(Checkpoint):
         self.train_log: dict[str, float] = {}  # the last finished epoch's logged scalars
         self._t0 = time.perf_counter()
         self._saved_step = -1
+        self._at_epoch_start = False
 
     @property
     def elapsed(self) -> float:
@@ -199,7 +202,16 @@ class EpochCheckpoint(Checkpoint):
         self._saved_step = trainer.global_step  # nothing new to save before the first step
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._save(trainer)
+        self._at_epoch_start = True
+        try:
+            self._save(trainer)
+        finally:
+            self._at_epoch_start = False
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        if self._at_epoch_start:  # undo the new epoch's "ready": the checkpoint is the previous epoch's end
+            for counts in checkpoint["loops"]["fit_loop"]["epoch_progress"].values():
+                counts["ready"] = counts["started"]
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._save(trainer)

@@ -91,7 +91,16 @@ def _is_image(name: str) -> bool:
 def _list_images(folder: Path) -> list[str]:
     """Sorted image file names directly in `folder` (other files, e.g. Thumbs.db, and subfolders skipped)."""
     with os.scandir(folder) as entries:
-        return sorted(e.name for e in entries if _is_image(e.name) and e.is_file())
+        return sorted(e.name for e in entries if _is_image(e.name) and _is_file(e))
+
+
+def _is_file(entry: os.DirEntry) -> bool:
+    """entry.is_file(), with a symbolic-link loop or unreadable entry raised as `DatasetError` naming it."""
+    try:
+        return entry.is_file()
+    except OSError as err:
+        raise DatasetError(f"cannot read {entry.path}: {err.strerror} (a symbolic link loop or an unreadable "
+                           "entry; expected an image file)") from err
 
 
 def _check_root(root: str | Path, required: Iterable[str], dataset: str, what: str) -> Path:
@@ -249,11 +258,19 @@ def _files_under(folder: Path) -> set[str]:
     found: set[str] = set()
     with os.scandir(folder) as entries:
         for sub in entries:
-            if sub.is_dir():
+            if _is_dir(sub):
                 found.update(f"{sub.name}/{n}" for n in _list_images(Path(sub.path)))
             elif _is_image(sub.name):
                 found.add(sub.name)
     return found
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError as err:
+        raise DatasetError(f"cannot read {entry.path}: {err.strerror} (a symbolic link loop or an unreadable "
+                           "entry; expected a folder of images)") from err
 
 
 def _msmt_list(list_path: Path, image_dir: Path, existing: set[str]) -> list[tuple[str, int, int]]:
