@@ -397,3 +397,60 @@ def test_a_symbolic_link_loop_is_a_dataset_error_naming_it(tmp_path):
     loop.symlink_to(loop)
     with pytest.raises(DatasetError, match=f"cannot read {loop}: Too many levels of symbolic links"):
         load_dataset("market1501", tmp_path)
+
+
+@pytest.mark.slow
+def test_a_second_process_in_a_busy_folder_fails_at_once_and_leaves_the_first_runs_records(data_root, tmp_path):
+    import time
+
+    folder = tmp_path / "run"
+    common = ["method=knn", "eval_every=1", "data.batch_size=16"]
+    args = [sys.executable, "-m", "mprd.train", f"paths.root_dir={data_root}", f"hydra.run.dir={folder}",
+            "dataset.synthetic.preset=tiny", "logger.wandb.enabled=false", "trainer.enable_progress_bar=false",
+            "data.test_batch_size=64", *common, "max_epochs=4", "seed=0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        lock = folder / ".run.lock"
+        deadline = time.time() + 300
+        while not (lock.is_file() and lock.read_text().strip()) and time.time() < deadline:
+            time.sleep(0.2)
+        overrides_first = (folder / ".hydra" / "overrides.yaml").read_text()
+        t0 = time.perf_counter()
+        second = _train(folder, data_root, *common, "max_epochs=2", "seed=1")
+        refused_in = time.perf_counter() - t0
+        assert first.poll() is None, "the first run ended before the second started: the test proves nothing"
+    finally:
+        _, err = first.communicate(timeout=600)
+    assert second.returncode == 1
+    assert f"run folder {folder} is in use by another run (pid {first.pid} since" in second.stderr
+    assert refused_in < 60  # at once: before the dataset or the model is built (start-up only)
+    assert first.returncode == 0, err[-3000:]
+    record = json.loads((folder / "metrics.json").read_text())
+    assert record["seed"] == 0 and [e["epoch"] for e in record["per_epoch"]] == [1, 2, 3, 4]
+    assert (folder / ".hydra" / "overrides.yaml").read_text() == overrides_first  # restored after the refusal
+    assert "seed=0" in overrides_first and record["overrides"] == [o for o in record["overrides"] if "seed=1" not in o]
+    with open(folder / "csv" / "metrics.csv", newline="") as f:
+        assert {r["attempt"] for r in csv.DictReader(f)} == {"1"}  # only the first run's rows
+
+
+@pytest.mark.parametrize(
+    "override, value",
+    [
+        ("dataset.root=/data/my set", "/data/my set"),  # spaces: shell quoting is enough
+        ("dataset.root='/data/Märkt 1501'", "/data/Märkt 1501"),  # non-ASCII: quote the value for Hydra
+        ("dataset.root='/data/a,b=(1)'", "/data/a,b=(1)"),  # , = ( ): quote the value for Hydra
+    ],
+)
+def test_documented_path_quoting(override, value):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    assert OverridesParser.create().parse_override(override).value() == value
+
+
+def test_unquoted_non_ascii_and_commas_are_not_paths():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    parser = OverridesParser.create()
+    with pytest.raises(Exception, match="ä"):  # Hydra's lexer refuses it
+        parser.parse_override("dataset.root=/data/Märkt-1501")
+    assert parser.parse_override("dataset.root=/data/a,b").is_sweep_override()  # a comma makes a sweep

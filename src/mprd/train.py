@@ -229,10 +229,47 @@ def run(cfg: DictConfig, output_dir: str | Path, callbacks: list[Any] | None = N
     """
     validate_settings(cfg)
     output_dir = Path(output_dir)
-    if not is_main_process():  # DDP's extra ranks share rank 0's folder and lock
+    if not is_main_process():  # DDP's extra ranks share rank 0's folder, lock and records
+        return _run(cfg, output_dir, callbacks or [], main=False)
+    try:
+        lock = RunFolderLock(output_dir).acquire()
+    except RunFolderBusy:
+        restore_hydra_config(output_dir)  # Hydra wrote this run's config over the running one's: put it back
+        raise
+    try:
+        snapshot_hydra_config(output_dir)
         return _run(cfg, output_dir, callbacks or [])
-    with RunFolderLock(output_dir):
-        return _run(cfg, output_dir, callbacks or [])
+    finally:
+        lock.release()
+
+
+HYDRA_SNAPSHOTS = Path(".hydra") / "attempts"
+
+
+def snapshot_hydra_config(output_dir: Path) -> Path | None:
+    """Copy `.hydra/*.yaml` (written by Hydra for this start) to `.hydra/attempts/<time>-pid<pid>/`: every
+    start keeps its own config and overrides, whatever later starts in the same folder write."""
+    import shutil
+
+    files = sorted((output_dir / ".hydra").glob("*.yaml"))
+    if not files:
+        return None
+    target = output_dir / HYDRA_SNAPSHOTS / f"{time.strftime('%Y%m%d-%H%M%S')}-pid{os.getpid()}"
+    target.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        shutil.copy2(f, target / f.name)
+    return target
+
+
+def restore_hydra_config(output_dir: Path) -> None:
+    """Put the newest snapshot (the running run's) back into `.hydra/` after a refused start overwrote it."""
+    import shutil
+
+    snapshots = sorted((output_dir / HYDRA_SNAPSHOTS).glob("*"), key=lambda p: p.stat().st_mtime)
+    if snapshots:
+        for f in snapshots[-1].glob("*.yaml"):
+            shutil.copy2(f, output_dir / ".hydra" / f.name)
+        log.warning("restored %s/.hydra from %s (the running run's)", output_dir, snapshots[-1])
 
 
 def resume_checkpoint(cfg: DictConfig, ckpt_dir: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
@@ -288,7 +325,7 @@ def warn_on_split_sizes(data: Any, options: dict[str, Any]) -> list[str]:
     return problems
 
 
-def _run(cfg: DictConfig, output_dir: Path, extra_callbacks: list[Any]) -> dict[str, Any]:
+def _run(cfg: DictConfig, output_dir: Path, extra_callbacks: list[Any], main: bool = True) -> dict[str, Any]:
     from mprd.models.backbone import build_backbone
 
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -297,7 +334,8 @@ def _run(cfg: DictConfig, output_dir: Path, extra_callbacks: list[Any]) -> dict[
         log.info("%s already holds metrics.json: skipping (FORCE=1 reruns it)", output_dir)
         return json.loads(metrics_file.read_text())
     ckpt_path, unreadable = resume_checkpoint(cfg, output_dir / "checkpoints")
-    prepare_folder(output_dir, ckpt_path, unreadable)
+    if main:
+        prepare_folder(output_dir, ckpt_path, unreadable)
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
 
@@ -358,11 +396,23 @@ def _run(cfg: DictConfig, output_dir: Path, extra_callbacks: list[Any]) -> dict[
         "train_log": train_log,
         "dataset_statistics": stats,
         "config": _config_record(cfg),  # a kept metrics.<time>.json keeps its own config
+        "overrides": _hydra_overrides(),
     }
-    write_text_atomically(metrics_file, json.dumps(record, indent=2))
+    if main:
+        write_text_atomically(metrics_file, json.dumps(record, indent=2))
     log.info("final: %s", record["final"])
     finish_wandb(trainer, record)
     return record
+
+
+def _hydra_overrides() -> list[str] | None:
+    """The command line's overrides under Hydra (None when `run` is called directly)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:
+        return None
 
 
 def _config_record(cfg: DictConfig) -> dict[str, Any]:
