@@ -270,6 +270,16 @@ def test_a_finished_run_resumed_keeps_its_log_and_time(data_root, tmp_path):
     assert again["wall_time_s"] >= first["wall_time_s"] * 0.5  # the training time of the first attempt, not ~0
     kept = json.loads(next(folder.glob("metrics.*.json")).read_text())
     assert kept["final"] == first["final"] and kept["config"]["max_epochs"] == 2  # kept with its own config
+    with open(folder / "csv" / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["attempt"] for r in rows} == {"1"}  # a finished run resumed trains and logs nothing more
+    run(compose_cfg(data_root, *common[:2], "max_epochs=1"), folder)  # a fresh start: the earlier records stay
+    assert len(list(folder.glob("metrics.*.json"))) == 2
+    (old_csv,) = (folder / "csv").glob("metrics.*.csv")
+    with open(old_csv, newline="") as f:
+        assert list(csv.DictReader(f)) == rows
+    assert len(list((folder / "checkpoints").glob("last.*.ckpt"))) == 1
+    assert len(list((folder / "checkpoints").glob("previous.*.ckpt"))) == 1
 
 
 def _train(out: Path, data_root: Path, *overrides: str) -> subprocess.CompletedProcess:
