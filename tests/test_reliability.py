@@ -464,3 +464,18 @@ def test_unquoted_non_ascii_and_commas_are_not_paths():
     with pytest.raises(Exception, match="ä"):  # Hydra's lexer refuses it
         parser.parse_override("dataset.root=/data/Märkt-1501")
     assert parser.parse_override("dataset.root=/data/a,b").is_sweep_override()  # a comma makes a sweep
+
+
+def test_auto_resume_falls_back_to_the_previous_checkpoint_and_ends_where_a_straight_run_ends(data_root, tmp_path):
+    folder = tmp_path / "run"
+    common = ("method=knn", "max_epochs=2", "eval_every=1", "data.batch_size=16", "seed=5")
+    straight = run(compose_cfg(data_root, *common), folder)
+    ckpts = folder / "checkpoints"
+    assert torch.load(ckpts / PREVIOUS, weights_only=False)["epoch"] == 1  # written as epoch 2 started
+    (folder / "metrics.json").unlink()  # as if killed before metrics.json was written
+    (ckpts / LAST).write_bytes((ckpts / LAST).read_bytes()[:1000])  # and last.ckpt truncated
+    resumed = run(compose_cfg(data_root, *common, "auto_resume=true"), folder)
+    assert resumed["resumed_from"] == str(ckpts / PREVIOUS)
+    assert resumed["final"] == pytest.approx(straight["final"], abs=1e-6)
+    assert len(list(ckpts.glob("last.unreadable-*.ckpt"))) == 1  # kept, not deleted
+    assert checkpoint_problem(ckpts / LAST) is None
