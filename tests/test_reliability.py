@@ -479,3 +479,28 @@ def test_auto_resume_falls_back_to_the_previous_checkpoint_and_ends_where_a_stra
     assert resumed["final"] == pytest.approx(straight["final"], abs=1e-6)
     assert len(list(ckpts.glob("last.unreadable-*.ckpt"))) == 1  # kept, not deleted
     assert checkpoint_problem(ckpts / LAST) is None
+
+
+def test_tiny_and_duplicate_images_are_warned(tmp_path, caplog):
+    from PIL import Image
+
+    from mprd.data.datasets import load_dataset
+    from mprd.train import warn_on_suspicious_images
+
+    def save(folder: str, name: str, size: tuple[int, int], colour: int) -> Path:
+        (tmp_path / folder).mkdir(exist_ok=True)
+        Image.new("RGB", size, (colour, 0, 0)).save(tmp_path / folder / name)
+        return tmp_path / folder / name
+
+    save("bounding_box_train", "0001_c1s1_000001_01.jpg", (32, 64), 10)
+    tiny = save("bounding_box_train", "0001_c2s1_000001_01.jpg", (1, 1), 20)
+    a = save("query", "0002_c1s1_000001_01.jpg", (32, 64), 200)
+    b = save("bounding_box_test", "0002_c2s1_000001_01.jpg", (32, 64), 200)  # the same bytes as the query
+    save("bounding_box_test", "0003_c2s1_000001_01.jpg", (32, 64), 90)
+    with caplog.at_level(logging.WARNING, logger="mprd.train"):
+        problems = warn_on_suspicious_images(load_dataset("market1501", tmp_path))
+    assert problems == [
+        f"market1501: 1 image(s) smaller than 8px on a side under {tmp_path}, e.g. {tiny} (1x1)",
+        f"market1501: 1 group(s) of byte-identical images (2 files) under {tmp_path}, e.g. {a} = {b}",
+    ]
+    assert [r.message for r in caplog.records] == problems

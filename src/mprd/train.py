@@ -325,6 +325,16 @@ def warn_on_split_sizes(data: Any, options: dict[str, Any]) -> list[str]:
     return problems
 
 
+def warn_on_suspicious_images(data: Any) -> list[str]:
+    """Log (as warnings) and return `audit_images`'s messages: tiny images and byte-identical files."""
+    from mprd.data.datasets import audit_images
+
+    problems = audit_images(data)
+    for message in problems:
+        log.warning("%s", message)
+    return problems
+
+
 def _run(cfg: DictConfig, output_dir: Path, extra_callbacks: list[Any], main: bool = True) -> dict[str, Any]:
     from mprd.models.backbone import build_backbone
 
@@ -352,6 +362,8 @@ def _run(cfg: DictConfig, output_dir: Path, extra_callbacks: list[Any], main: bo
     log.info("dataset %s: %s", cfg.dataset.name, stats)
     options = OmegaConf.to_container(cfg.dataset.options, resolve=True) if cfg.dataset.get("options") else {}
     warn_on_split_sizes(datamodule.data, options)
+    if cfg.data.get("audit_images", True):
+        warn_on_suspicious_images(datamodule.data)
 
     model = build_method(cfg, datamodule, backbone)
     # last.ckpt after every training epoch (atomically; previous.ckpt keeps the one before), so a kill loses <= 1 epoch
@@ -372,9 +384,10 @@ def _run(cfg: DictConfig, output_dir: Path, extra_callbacks: list[Any], main: bo
     if stop_after and trainer.current_epoch < cfg.max_epochs:
         return {"interrupted_after_epochs": trainer.current_epoch}
     wall_time = checkpoint.elapsed  # training time of every attempt up to the checkpoint resumed from, and this one
-    train_log = scalar_metrics(trainer) or checkpoint.train_log  # a finished run resumed: its last epoch's values
     if not model.history or model.history[-1]["epoch"] != cfg.max_epochs:
         trainer.validate(model, datamodule=datamodule, verbose=False)  # the final epoch is always reported
+    # the last epoch's logged values (kept in the checkpoint: a finished run resumed trains no epoch)
+    train_log = {**checkpoint.train_log, **scalar_metrics(trainer)}
 
     record = {
         "method": cfg.method.name,

@@ -426,3 +426,41 @@ def load_image(path: str | Path) -> Image.Image:
             return img.convert("RGB")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise DatasetError(f"cannot read image {path}: {err} (expected a readable JPEG/PNG file)") from err
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Image audit (start-up warnings)
+# ----------------------------------------------------------------------------------------------------------
+def audit_images(data: ReIDData, min_side: int = 8, show: int = 5) -> list[str]:
+    """One message per kind of suspicious image in train/query/gallery, naming up to `show` files:
+    images with a side under `min_side` pixels (read from the header, nothing decoded) and byte-identical
+    files (only files of equal size are hashed). An unreadable header is left to `load_image` to report."""
+    import hashlib
+
+    paths = [r.path for split in (data.train, data.query, data.gallery) for r in split]
+    tiny = []
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                if min(img.size) < min_side:
+                    tiny.append(f"{path} ({img.size[0]}x{img.size[1]})")
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            continue
+    by_size: dict[int, list[str]] = {}
+    for path in paths:
+        by_size.setdefault(os.path.getsize(path), []).append(path)
+    groups: dict[str, list[str]] = {}
+    for same_size in (g for g in by_size.values() if len(g) > 1):
+        for path in same_size:
+            with open(path, "rb") as f:
+                groups.setdefault(hashlib.blake2b(f.read(), digest_size=16).hexdigest(), []).append(path)
+    duplicates = [g for g in groups.values() if len(g) > 1]
+    messages = []
+    if tiny:
+        messages.append(f"{data.name}: {len(tiny)} image(s) smaller than {min_side}px on a side under {data.root}, "
+                        f"e.g. {', '.join(tiny[:show])}")
+    if duplicates:
+        examples = "; ".join(" = ".join(g) for g in duplicates[:show])
+        messages.append(f"{data.name}: {len(duplicates)} group(s) of byte-identical images "
+                        f"({sum(map(len, duplicates))} files) under {data.root}, e.g. {examples}")
+    return messages
