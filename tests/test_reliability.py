@@ -504,3 +504,18 @@ def test_tiny_and_duplicate_images_are_warned(tmp_path, caplog):
         f"market1501: 1 group(s) of byte-identical images (2 files) under {tmp_path}, e.g. {a} = {b}",
     ]
     assert [r.message for r in caplog.records] == problems
+
+
+@pytest.mark.slow
+def test_stop_after_epochs_exits_0_without_metrics_and_resumes(data_root, tmp_path):
+    folder = tmp_path / "run"
+    common = ("method=knn", "max_epochs=2", "eval_every=1", "data.batch_size=16")
+    stopped = _train(folder, data_root, *common, "debug.stop_after_epochs=1")
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    assert not (folder / "metrics.json").exists()
+    assert torch.load(folder / "checkpoints" / LAST, weights_only=False)["epoch"] == 1
+    resumed = _train(folder, data_root, *common, "auto_resume=true")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    record = json.loads((folder / "metrics.json").read_text())
+    assert [e["epoch"] for e in record["per_epoch"]] == [1, 2]
+    assert "max_epochs=2" in record["overrides"] and len(list((folder / ".hydra" / "attempts").iterdir())) == 2
