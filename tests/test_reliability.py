@@ -519,3 +519,13 @@ def test_stop_after_epochs_exits_0_without_metrics_and_resumes(data_root, tmp_pa
     record = json.loads((folder / "metrics.json").read_text())
     assert [e["epoch"] for e in record["per_epoch"]] == [1, 2]
     assert "max_epochs=2" in record["overrides"] and len(list((folder / ".hydra" / "attempts").iterdir())) == 2
+
+
+def test_a_failed_start_leaves_the_folder_as_it_was(data_root, tmp_path):
+    folder = tmp_path / "run"
+    run(compose_cfg(data_root, "method=knn", "max_epochs=1", "eval_every=1"), folder)
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name != ".run.lock"}
+    with pytest.raises(ValueError, match="no module mprd.methods.nope"):  # fails once the data are loaded
+        run(compose_cfg(data_root, "method=knn", "max_epochs=1", "+method.family=nope"), folder)
+    after = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name != ".run.lock"}
+    assert after == before  # metrics.json, checkpoints and the CSV log stay where they were

@@ -1,7 +1,8 @@
 """A run folder that keeps its records through faults.
 
 - `RunFolderLock`: one run per folder at a time (a second one fails at once, naming the folder and the
-  holder's pid); an OS file lock, so a killed holder never leaves a stale lock behind.
+  holder's pid); an OS file lock (`flock`), so a killed holder never leaves a stale lock behind. POSIX
+  only; on network file systems without `flock` support the lock may not hold across machines.
 - `EpochCheckpoint`: `checkpoints/last.ckpt` at the end of every training epoch, written to a temporary
   file and moved into place (`os.replace`), so a killed write never replaces a good file; the one before
   it stays as `checkpoints/previous.ckpt`.
@@ -50,7 +51,11 @@ class RunFolderLock:
         self._fd: int | None = None
 
     def acquire(self) -> RunFolderLock:
-        import fcntl
+        try:
+            import fcntl
+        except ImportError:  # not POSIX (Windows): no lock, said once
+            log.warning("no run-folder lock on this platform: do not start two runs in %s", self.folder)
+            return self
 
         self.folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)

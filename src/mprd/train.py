@@ -344,8 +344,6 @@ def _run(cfg: DictConfig, output_dir: Path, extra_callbacks: list[Any], main: bo
         log.info("%s already holds metrics.json: skipping (FORCE=1 reruns it)", output_dir)
         return json.loads(metrics_file.read_text())
     ckpt_path, unreadable = resume_checkpoint(cfg, output_dir / "checkpoints")
-    if main:
-        prepare_folder(output_dir, ckpt_path, unreadable)
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
 
@@ -375,6 +373,8 @@ def _run(cfg: DictConfig, output_dir: Path, extra_callbacks: list[Any], main: bo
     sigkill_at = cfg.get("debug", {}).get("sigkill_at")
     if sigkill_at:
         callbacks.append(SigkillAt(*sigkill_at))
+    if main:  # only now, once the data and the model are built: a failed start leaves the folder as it was
+        prepare_folder(output_dir, ckpt_path, unreadable)
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer, logger=build_loggers(cfg, output_dir), callbacks=callbacks, default_root_dir=str(output_dir)
     )
