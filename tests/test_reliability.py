@@ -10,6 +10,7 @@ import csv
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -105,15 +106,15 @@ def test_a_second_run_in_a_locked_folder_fails_at_once_naming_folder_and_pid(dat
         cfg = compose_cfg(data_root, "method=knn", "max_epochs=1")
         with pytest.raises(RunFolderBusy) as err:
             run(cfg, folder)
-        assert str(folder) in str(err.value) and f"pid {os.getpid()}" in str(err.value)
+        assert str(folder) in str(err.value) and f"pid {os.getpid()} on {socket.gethostname()} since" in str(err.value)
         assert (folder / "metrics.json").read_text() == '{"mine": 1}'  # untouched
         assert sorted(p.name for p in folder.iterdir()) == [".run.lock", "metrics.json"]
     RunFolderLock(folder).acquire().release()  # released on exit: the folder is usable again
 
 
 def test_the_lock_is_released_when_its_holder_is_killed(tmp_path):
-    code = f"from mprd.runfolder import RunFolderLock; import os, signal; RunFolderLock({str(tmp_path)!r}).acquire(); " \
-           "os.kill(os.getpid(), signal.SIGKILL)"
+    code = (f"from mprd.runfolder import RunFolderLock; import os, signal; RunFolderLock({str(tmp_path)!r}).acquire(); "
+            "os.kill(os.getpid(), signal.SIGKILL)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO)
     assert proc.returncode == -9
     assert "pid" in (tmp_path / ".run.lock").read_text()  # the file stays, the OS lock does not
@@ -125,7 +126,8 @@ def test_a_held_lock_blocks_another_process(tmp_path):
         code = f"from mprd.runfolder import RunFolderLock; RunFolderLock({str(tmp_path)!r}).acquire()"
         proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 1
-    assert f"run folder {tmp_path} is in use by another run (pid {os.getpid()} since" in proc.stderr
+    assert f"run folder {tmp_path} is in use by another run (pid {os.getpid()} on {socket.gethostname()} since" \
+        in proc.stderr
 
 
 # ----------------------------------------------------------------------------------------- checkpoints
@@ -148,7 +150,8 @@ def test_a_damaged_checkpoint_is_named_with_what_is_wrong(tmp_path, damage, why)
 
 def test_a_checkpoint_without_training_state_is_refused(tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "weights.ckpt")
-    assert checkpoint_problem(tmp_path / "weights.ckpt") == "not a training checkpoint (lacks loops, epoch, global_step)"
+    why = checkpoint_problem(tmp_path / "weights.ckpt")
+    assert why == "not a training checkpoint (lacks loops, epoch, global_step)"
 
 
 def test_choose_resume_checkpoint_falls_back_to_previous(tmp_path):
@@ -218,7 +221,8 @@ def test_the_csv_log_is_appended_across_attempts(tmp_path):
         assert logger.experiment.attempt == attempt
     with open(tmp_path / "csv" / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [(r["attempt"], r["step"], r["a"], r["b"]) for r in rows] == [("1", "0", "1.0", ""), ("2", "5", "2.0", "3.0")]
+    got = [(r["attempt"], r["step"], r["a"], r["b"]) for r in rows]
+    assert got == [("1", "0", "1.0", ""), ("2", "5", "2.0", "3.0")]  # the header widened, old rows kept
 
 
 # ------------------------------------------------------------------------------------------ split sizes
@@ -433,7 +437,7 @@ def test_a_second_process_in_a_busy_folder_fails_at_once_and_leaves_the_first_ru
     finally:
         _, err = first.communicate(timeout=600)
     assert second.returncode == 1
-    assert f"run folder {folder} is in use by another run (pid {first.pid} since" in second.stderr
+    assert f"run folder {folder} is in use by another run (pid {first.pid} on" in second.stderr
     assert refused_in < 60  # at once: before the dataset or the model is built (start-up only)
     assert first.returncode == 0, err[-3000:]
     record = json.loads((folder / "metrics.json").read_text())

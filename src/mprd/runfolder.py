@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import socket
 import time
 import zipfile
 from pathlib import Path
@@ -43,7 +44,7 @@ class CheckpointError(RuntimeError):
 
 # ---------------------------------------------------------------------------------------------- lock
 class RunFolderLock:
-    """Exclusive lock on `<folder>/.run.lock` (fcntl.flock), holding the holder's pid and start time."""
+    """Exclusive lock on `<folder>/.run.lock` (fcntl.flock), holding the holder's pid, host and start time."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
@@ -69,7 +70,8 @@ class RunFolderLock:
                 "another folder (hydra.run.dir=...)"
             ) from None
         os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+        since = time.strftime("%Y-%m-%d %H:%M:%S")
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {since}\n".encode())
         self._fd = fd
         return self
 
@@ -185,7 +187,8 @@ class EpochCheckpoint(Checkpoint):
     `on_train_epoch_end` holds the scheduler state from before its step, and a resume would skip that step.
     Its loop state is recorded as "epoch finished" (Lightning has already marked the next one ready; resumed
     as such, it would treat the new epoch as restarted with all its batches done and skip it), i.e. exactly
-    the state a run stopped after that epoch saves at train end. Also carries the training time and last epoch's logged values across attempts (`state_dict`).
+    the state a run stopped after that epoch saves at train end. Also carries the training time and the last
+    epoch's logged values across attempts (`state_dict`).
     """
 
     def __init__(self, dirpath: Path) -> None:

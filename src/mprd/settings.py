@@ -45,7 +45,9 @@ class Rule:
         ok = _is_number(value) and (not self.integer or float(value).is_integer())
         if ok:
             v = float(value)
-            ok = (v > self.low if self.low_open else v >= self.low) and (v < self.high if self.high_open else v <= self.high)
+            above = v > self.low if self.low_open else v >= self.low
+            below = v < self.high if self.high_open else v <= self.high
+            ok = above and below
         if ok:
             return None
         extra = " or null" if self.nullable else ""
