@@ -1,8 +1,6 @@
 """A run folder that keeps its records through faults.
 
-- `RunFolderLock`: one run per folder at a time (a second one fails at once, naming the folder and the
-  holder's pid); an OS file lock (`flock`), so a killed holder never leaves a stale lock behind. POSIX
-  only; on network file systems without `flock` support the lock may not hold across machines.
+- `RunFolderLock` (`mprd.runlock`, re-exported): one run per folder at a time.
 - `EpochCheckpoint`: `checkpoints/last.ckpt` at the end of every training epoch, written to a temporary
   file and moved into place (`os.replace`), so a killed write never replaces a good file; the one before
   it stays as `checkpoints/previous.ckpt`.
@@ -16,7 +14,6 @@ from __future__ import annotations
 import csv
 import logging
 import os
-import socket
 import time
 import zipfile
 from pathlib import Path
@@ -27,64 +24,16 @@ from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
+from mprd.runlock import RunFolderBusy, RunFolderLock  # noqa: F401  (re-exported)
+
 log = logging.getLogger("mprd.train")
 
-LOCK_NAME = ".run.lock"
 LAST, PREVIOUS = "last.ckpt", "previous.ckpt"
 REQUIRED_KEYS = ("state_dict", "loops", "epoch", "global_step")
 
 
-class RunFolderBusy(RuntimeError):
-    """Another process holds the run folder."""
-
-
 class CheckpointError(RuntimeError):
     """A checkpoint cannot be resumed from; the message names the file."""
-
-
-# ---------------------------------------------------------------------------------------------- lock
-class RunFolderLock:
-    """Exclusive lock on `<folder>/.run.lock` (fcntl.flock), holding the holder's pid, host and start time."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = Path(folder)
-        self.path = self.folder / LOCK_NAME
-        self._fd: int | None = None
-
-    def acquire(self) -> RunFolderLock:
-        try:
-            import fcntl
-        except ImportError:  # not POSIX (Windows): no lock, said once
-            log.warning("no run-folder lock on this platform: do not start two runs in %s", self.folder)
-            return self
-
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 200).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise RunFolderBusy(
-                f"run folder {self.folder} is in use by another run ({holder}); wait for it to end, or choose "
-                "another folder (hydra.run.dir=...)"
-            ) from None
-        os.ftruncate(fd, 0)
-        since = time.strftime("%Y-%m-%d %H:%M:%S")
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {since}\n".encode())
-        self._fd = fd
-        return self
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing drops the flock; the file stays (harmless, never stale)
-            self._fd = None
-
-    def __enter__(self) -> RunFolderLock:
-        return self.acquire()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.release()
 
 
 def is_main_process() -> bool:
