@@ -534,3 +534,36 @@ def test_a_failed_start_leaves_the_folder_as_it_was(data_root, tmp_path):
         run(compose_cfg(data_root, "method=knn", "max_epochs=1", "+method.family=nope"), folder)
     after = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name != ".run.lock"}
     assert after == before  # metrics.json, checkpoints and the CSV log stay where they were
+
+
+# ----------------------------------------------------------------------------------------------- report
+def test_the_report_flags_a_cell_that_averages_runs_with_different_settings(tmp_path):
+    from mprd.report import aggregate, collect_runs, load_paper, render_markdown
+    from mprd.runconfig import differing_settings
+
+    def write(name: str, seed: int, config: dict | None, hydra: dict | None = None) -> Path:
+        folder = tmp_path / name
+        (folder / ".hydra").mkdir(parents=True)
+        rec = {"method": "knn", "row": "knn", "dataset": "synthetic", "seed": seed, "preset": "cpu",
+               "final": {"rank1": 40.0, "rank5": 50.0, "rank10": 60.0, "mAP": 20.0, "mINP": 10.0}}
+        if config is not None:
+            rec["config"] = config
+        (folder / "metrics.json").write_text(json.dumps(rec))
+        if hydra is not None:
+            (folder / ".hydra" / "config.yaml").write_text(json.dumps(hydra))  # JSON is YAML
+        return folder
+
+    base = {"max_epochs": 6, "seed": 0, "paths": {"output_dir": "/a"}, "method": {"meta": {"seed": 0}, "mu": 0.5}}
+    other_seed = {**base, "seed": 1, "paths": {"output_dir": "/b"}, "method": {"meta": {"seed": 1}, "mu": 0.5}}
+    assert differing_settings([base, other_seed]) == {}  # seeds and paths may differ within a cell
+    adhoc = {**base, "max_epochs": 2, "method": {"meta": {"seed": 2}, "mu": 0.9}}
+    assert differing_settings([base, other_seed, adhoc]) == {"max_epochs": [6, 6, 2], "method.mu": [0.5, 0.5, 0.9]}
+
+    write("a", 0, base)
+    write("b", 1, None, hydra=other_seed)  # an older run: its .hydra/config.yaml is read
+    paper = load_paper()
+    text = render_markdown(aggregate(collect_runs(tmp_path), "table1", paper=paper), date="2000-01-01")
+    assert "different settings" not in text
+    write("c", 2, adhoc)
+    text = render_markdown(aggregate(collect_runs(tmp_path), "table1", paper=paper), date="2000-01-01")
+    assert "row knn averages runs with different settings: max_epochs = 6, 2; method.mu = 0.5, 0.9" in text

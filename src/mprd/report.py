@@ -29,6 +29,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from mprd.runconfig import run_config, settings_notes
+
 METRICS = ("rank1", "rank5", "rank10", "mAP", "mINP")
 SHOWN = ("rank1", "rank5", "rank10", "mAP")  # columns of the markdown (mINP stays in the CSV)
 REQUIRED = ("rank1", "mAP")
@@ -175,6 +177,7 @@ def load_run(path: str | Path) -> dict[str, Any]:
         "final": {m: _number(final.get(m), f"final.{m}", path) for m in METRICS},
         "labels": labels,
         "uses": run_uses(rec, path),
+        "config": run_config(rec, path),  # to warn when one cell averages runs with different settings
     }
 
 
@@ -306,7 +309,7 @@ def _group_warnings(key: str, runs: Sequence[dict[str, Any]]) -> list[str]:
     for seed, count in seeds[seeds > 1].items():
         paths = ", ".join(str(r["path"]) for r in runs if r["seed"] == seed)
         notes.append(f"row {key} has seed {seed} {count} times, all averaged ({paths})")
-    return notes
+    return notes + settings_notes(key, runs)
 
 
 def _select_table_runs(runs: Sequence[dict[str, Any]], artefact: str, paper: dict[str, Any]) -> list[dict]:

@@ -36,6 +36,7 @@ from mprd.runfolder import (
     scalar_metrics,
     write_text_atomically,
 )
+from mprd.runconfig import resolved_config
 from mprd.settings import SettingsError, validate_settings
 from mprd.supervision import uses_besides_images
 
@@ -408,7 +409,7 @@ def _run(cfg: DictConfig, output_dir: Path, extra_callbacks: list[Any], main: bo
         "per_epoch": model.history,
         "train_log": train_log,
         "dataset_statistics": stats,
-        "config": _config_record(cfg),  # a kept metrics.<time>.json keeps its own config
+        "config": resolved_config(cfg, output_dir),  # a kept metrics.<time>.json keeps its own config
         "overrides": _hydra_overrides(),
     }
     if main:
@@ -426,14 +427,6 @@ def _hydra_overrides() -> list[str] | None:
         return list(HydraConfig.get().overrides.task)
     except ValueError:
         return None
-
-
-def _config_record(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config (unresolved where an interpolation needs Hydra's runtime, e.g. in tests)."""
-    try:
-        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    except Exception:
-        return OmegaConf.to_container(cfg, resolve=False)  # type: ignore[return-value]
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
