@@ -148,6 +148,11 @@ def test_a_damaged_checkpoint_is_named_with_what_is_wrong(tmp_path, damage, why)
     assert why in checkpoint_problem(bad)
 
 
+def test_a_missing_checkpoint_is_named(tmp_path):
+    with pytest.raises(CheckpointError, match=f"cannot resume from checkpoint {tmp_path / 'no.ckpt'}: no such file"):
+        run(compose_cfg(tmp_path, "method=knn", f"ckpt_path={tmp_path / 'no.ckpt'}"), tmp_path / "run")
+
+
 def test_a_checkpoint_without_training_state_is_refused(tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "weights.ckpt")
     why = checkpoint_problem(tmp_path / "weights.ckpt")
