@@ -162,7 +162,9 @@ def build_method(cfg: DictConfig, datamodule: Any, backbone: torch.nn.Module) ->
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
         labels=OmegaConf.to_container(cfg.method.labels, resolve=True),
         memory=OmegaConf.to_container(cfg.method.memory, resolve=True),
-        diagnostic_labels=train_labels,  # pseudo-label precision/recall only
+        diagnostic_labels=train_labels,  # pseudo-label precision/recall and kNN diagnostics only
+        diagnostic_cams=torch.tensor([r.camid for r in datamodule.data.train]),
+        diagnostics_every=int(cfg.get("diagnostics_every", 1)),
         eval_metric=cfg.eval_metric,
         seed=int(cfg.seed),
     )
@@ -177,6 +179,16 @@ class StopAfterEpochs(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.current_epoch + 1 >= self.n:
             trainer.should_stop = True
+
+
+class InitialEvaluation(L.Callback):
+    """Evaluate the untrained network once at the start of a fresh run (not on resume): the "ImageNet
+    (untrained)" row of every report, and the epoch-0 point of every learning curve."""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.ckpt_path is None and not any(r.get("epoch") == 0 for r in pl_module.history):
+            metrics = pl_module.evaluate_initial()
+            log.info("untrained network: %s", {k: round(v, 2) for k, v in metrics.items()})
 
 
 def git_commit() -> str:
@@ -236,6 +248,8 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
             dirpath=str(output_dir / "checkpoints"), save_last=True, save_top_k=0, save_on_train_epoch_end=False
         )
     ]
+    if cfg.get("eval_initial", True):
+        callbacks.append(InitialEvaluation())
     stop_after = cfg.get("debug", {}).get("stop_after_epochs")
     if stop_after:  # simulates an interrupted run (tests of resume)
         callbacks.append(StopAfterEpochs(int(stop_after)))
@@ -264,7 +278,9 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         "seed": int(cfg.seed),
         "commit": git_commit(),
         "final": {k: v for k, v in model.history[-1].items() if k != "epoch"},
+        "initial": next(({k: v for k, v in r.items() if k != "epoch"} for r in model.history if r["epoch"] == 0), None),
         "per_epoch": model.history,
+        "diagnostics": getattr(model, "diag_history", []),
         "train_log": _epoch_log(trainer),
         "dataset_statistics": stats,
     }
