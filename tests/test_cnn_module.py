@@ -59,3 +59,28 @@ def test_per_batch_positives_keep_the_meta_ground_truth_override() -> None:
     got = module.batch_positives(torch.tensor([meta_image, other]))
     assert sorted(got.row(meta_image).tolist()) == torch.nonzero(pids == pids[meta_image]).flatten().tolist()
     assert got.row(other).tolist() == [other]
+
+
+def test_excluded_anchors_carry_no_loss_and_are_never_positives_or_negatives() -> None:
+    from mprd.pseudo_labels.base import SingleGenerator
+
+    mem, pids = _memory()
+    excluded = pids < 2
+    module = CNNModule(build_backbone("resnet18", "none"), num_train=60, generator=SingleGenerator(), max_epochs=2,
+                       loss={"neg_ratio": 0.1}, excluded_slots=excluded)
+    module.memory.initialise(mem)
+    module.positives = PositiveSets.from_labels(pids)
+    feats = F.normalize(torch.randn(4, 512, generator=torch.Generator().manual_seed(1)), dim=1)
+    index = torch.tensor([0, 20, 33, 7])  # 0 and 7 are excluded anchors
+    loss, _ = module._loss(feats, index)
+    reference = CNNModule(build_backbone("resnet18", "none"), num_train=60, generator=SingleGenerator(), max_epochs=2,
+                          loss={"neg_ratio": 0.1})
+    keep = ~excluded
+    reference.memory = type(module.memory)(int(keep.sum()), 512)
+    reference.memory.initialise(mem[keep])
+    reference.positives = PositiveSets.from_labels(pids[keep])
+    new = torch.cumsum(keep.long(), 0) - 1
+    expected, _ = reference._loss(feats[[1, 2]], new[index[[1, 2]]])
+    assert torch.allclose(loss, expected, atol=1e-5)
+    only_excluded, _ = module._loss(feats[[0, 3]], index[[0, 3]])
+    assert only_excluded.item() == 0.0

@@ -140,10 +140,15 @@ def build_method(cfg: DictConfig, datamodule: Any, backbone: torch.nn.Module) ->
     gen_cfg = cfg.method.get("generator")
     generator_kwargs = OmegaConf.to_container(gen_cfg, resolve=True) if gen_cfg is not None else {}
     name = cfg.method.name
+    excluded = None
     if name.startswith("mprd"):
         from mprd.loop import build_mprd_generator
 
         generator = build_mprd_generator(cfg, datamodule, backbone)
+        if cfg.method.meta.get("exclude_from_cnn", False):  # X = the training set without the meta images
+            from mprd.meta import meta_mask
+
+            excluded = meta_mask(train_labels, generator.meta_ids)
     else:
         generator = build_generator(
             cfg.method.get("generator_name", name), train_labels=train_labels if name == "super" else None, **generator_kwargs
@@ -165,6 +170,7 @@ def build_method(cfg: DictConfig, datamodule: Any, backbone: torch.nn.Module) ->
         diagnostic_labels=train_labels,  # pseudo-label precision/recall and kNN diagnostics only
         diagnostic_cams=torch.tensor([r.camid for r in datamodule.data.train]),
         diagnostics_every=int(cfg.get("diagnostics_every", 1)),
+        excluded_slots=excluded,
         eval_metric=cfg.eval_metric,
         seed=int(cfg.seed),
     )

@@ -92,6 +92,7 @@ class CNNModule(QueryGalleryEvaluation):
         diagnostic_labels: Tensor | None = None,
         diagnostic_cams: Tensor | None = None,
         diagnostics_every: int = 1,
+        excluded_slots: Tensor | None = None,
         eval_metric: str = "cosine",
         seed: int = 0,
     ) -> None:
@@ -114,6 +115,12 @@ class CNNModule(QueryGalleryEvaluation):
         self._diagnostic_cams = None if diagnostic_cams is None else torch.as_tensor(diagnostic_cams).long()
         self.diagnostics_every = int(diagnostics_every)
         self.diag_history: list[dict[str, float]] = []
+        # slots the CNN never learns from (MPRD's meta images under method.meta.exclude_from_cnn): their
+        # features are still written (the GCN's meta structures need them), but they carry no loss and are
+        # never a positive or a hard negative of another image
+        self.excluded_slots = None if excluded_slots is None else torch.as_tensor(excluded_slots).bool()
+        if self.excluded_slots is not None and self.loss_cfg.name != "bd":
+            raise ValueError("method.meta.exclude_from_cnn needs method.loss.name=bd (MPRD's loss)")
         self.positives = PositiveSets.singletons(num_train)
         self.gamma = gamma_schedule(0, max_epochs, self.memory_cfg.gamma_start, self.memory_cfg.gamma_end)
         self._epoch_t0 = 0.0
@@ -255,6 +262,12 @@ class CNNModule(QueryGalleryEvaluation):
 
     def _loss(self, feats: Tensor, index: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         c = self.loss_cfg
+        if self.excluded_slots is not None:
+            keep = ~self.excluded_slots.to(index.device)[index]
+            if not bool(keep.any()):  # a batch of excluded images only: no CNN signal
+                zero = feats.sum() * 0.0
+                return zero, {"loss_pos": zero.detach(), "loss_neg": zero.detach()}
+            feats, index = feats[keep], index[keep]
         positives = self.batch_positives(index)
         if c.name == "mmcl":
             pos, neg = mmcl_terms(feats, self.memory.features, index, positives, r=c.neg_ratio)
@@ -270,6 +283,7 @@ class CNNModule(QueryGalleryEvaluation):
             margin_pos=c.margin_pos,
             margin_neg=c.margin_neg,
             neg_ratio=c.neg_ratio,
+            exclude_slots=self.excluded_slots,
         )
 
     def on_train_epoch_end(self) -> None:
