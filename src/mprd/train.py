@@ -11,6 +11,7 @@ import logging
 import os
 import subprocess
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ from mprd.supervision import uses_besides_images
 
 log = logging.getLogger("mprd.train")
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise
+# frozen body BN layers are in eval mode on purpose (backbone.freeze_bn); Lightning warns about them at fit start
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 
 
 def build_datamodule(cfg: DictConfig, mean: tuple[float, ...], std: tuple[float, ...]) -> L.LightningDataModule:
