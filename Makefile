@@ -56,7 +56,7 @@ RUNS = $(RESULTS)/runs/$(1)-$(DATASET)
 JOBS ?= $(if $(filter cpu cpu_real,$(PRESET)),2,1)
 PARALLEL = $(if $(LAUNCHER),,$(filter-out 1,$(JOBS)))
 TRAIN = $(if $(PARALLEL),OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 )$(BIN)/python -m mprd.train
-COMMON = dataset=$(DATASET) $(if $(DATA_ROOT),dataset.root=$(DATA_ROOT)) preset=$(PRESET) seed=$(SEED_LIST) \
+COMMON = dataset=$(DATASET) $(if $(DATA_ROOT),dataset.root=$(DATA_ROOT)) preset=$(PRESET) \
 	skip_if_done=$(if $(FORCE),false,true) auto_resume=$(if $(FORCE),false,true) \
 	$(if $(LAUNCHER),launcher=$(LAUNCHER),$(if $(PARALLEL),launcher=joblib hydra.launcher.n_jobs=$(JOBS))) logger.wandb.group=$(1)-$(DATASET) $(EXTRA)
 TABLE1_ROWS := super,knn,ss,mplp,mprd_wo,mprd_nocam,mprd,single
@@ -65,7 +65,7 @@ MU_VALUES ?= 0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9
 
 # $(1) artefact, $(2) experiment list, $(3) run sub-folder pattern, $(4) extra overrides
 define multirun
-	$(TRAIN) --multirun experiment=$(2) $(call COMMON,$(1)) artefact=$(1) \
+	$(TRAIN) --multirun seed=$(SEED_LIST) experiment=$(2) $(call COMMON,$(1)) artefact=$(1) \
 		hydra.sweep.dir=$(call RUNS,$(1)) 'hydra.sweep.subdir=$(3)' $(4)
 	$(BIN)/python -m mprd.report $(1) --runs $(call RUNS,$(1)) --dataset $(DATASET) --out $(RESULTS) $(if $(WANDB),--wandb)
 endef
@@ -103,7 +103,7 @@ SSLR_ROWS := sslr_baseline,sslr_global,sslr_cce,sslr
 UGA_ROWS ?= intra,noself,uga
 
 reproduce-sslr: $(STAMP) ## SSLR ablation rows (baseline, w/o part and CCE, w/o part, full) + report
-	$(TRAIN) --multirun experiment=$(addprefix sslr/,$(subst $(comma),$(comma)sslr/,$(SSLR_ROWS))) \
+	$(TRAIN) --multirun seed=$(SEED_LIST) experiment=$(addprefix sslr/,$(subst $(comma),$(comma)sslr/,$(SSLR_ROWS))) \
 		$(call COMMON,sslr) hydra.sweep.dir=$(call RUNS,sslr) 'hydra.sweep.subdir=$${row}-seed$${seed}'
 	$(BIN)/python -m mprd.report baselines --runs $(BASELINE_RUNS) --dataset $(DATASET) --out $(RESULTS)
 
@@ -136,7 +136,7 @@ sweep-sslr-parts: $(STAMP) ## SSLR Fig. 4(f): number of parts p of Eq. 5 (SSLR_P
 .PHONY: sweep-sslr-lam sweep-sslr-k sweep-sslr-lambda-c sweep-sslr-lambda-p sweep-sslr-parts
 
 reproduce-uga: $(STAMP) ## UGA rows uga_intra, uga_noself, uga (UGA_ROWS=...; intra-camera labels; its Tables 4-5) + report
-	$(TRAIN) --multirun experiment=$(addprefix uga/,$(subst $(comma),$(comma)uga/,$(UGA_ROWS))) \
+	$(TRAIN) --multirun seed=$(SEED_LIST) experiment=$(addprefix uga/,$(subst $(comma),$(comma)uga/,$(UGA_ROWS))) \
 		$(call COMMON,uga) hydra.sweep.dir=$(call RUNS,uga) 'hydra.sweep.subdir=$${row}-seed$${seed}'
 	$(BIN)/python -m mprd.report baselines --runs $(BASELINE_RUNS) --dataset $(DATASET) --out $(RESULTS)
 
@@ -147,7 +147,7 @@ UGA_DUPLICATION_RATES ?= 0.0,0.2,0.5,1.0
 UGA_MISLABELING_RATES ?= 0.0,0.2,0.5
 # $(1) noise option of method.noise (duplication | mislabeling), $(2) its rates
 define uga_noise_multirun
-	$(TRAIN) --multirun experiment=uga/intra $(call COMMON,sweep-uga-noise) artefact=sweep-uga-noise \
+	$(TRAIN) --multirun seed=$(SEED_LIST) experiment=uga/intra $(call COMMON,sweep-uga-noise) artefact=sweep-uga-noise \
 		hydra.sweep.dir=$(call RUNS,sweep-uga-noise) 'hydra.sweep.subdir=$(1)$${method.noise.$(1)}-seed$${seed}' \
 		method.noise.$(1)=$(2) 'sweep={rate:$${method.noise.$(1)},kind:$(1)}'
 endef
@@ -173,7 +173,7 @@ TABLE3_EXPERIMENTS := table3/mprd,table3/mlcr,sslr/table3,uga/table3
 SSLR_TABLE3 ?= $(if $(filter cpu cpu_real,$(PRESET)),,max_epochs=65)
 
 reproduce-table3: $(STAMP) ## Table 3: MPRD, MLCR, SSLR (+ UGA, extra) with Rank-1/5/10, mAP, what each uses + report
-	$(TRAIN) --multirun experiment=$(subst $(comma)sslr/table3,,$(TABLE3_EXPERIMENTS)) \
+	$(TRAIN) --multirun seed=$(SEED_LIST) experiment=$(subst $(comma)sslr/table3,,$(TABLE3_EXPERIMENTS)) \
 		$(call COMMON,table3) artefact=table3 hydra.sweep.dir=$(call RUNS,table3) 'hydra.sweep.subdir=$${row}-seed$${seed}'
 	$(call multirun,table3,sslr/table3,$${row}-seed$${seed},$(SSLR_TABLE3))
 

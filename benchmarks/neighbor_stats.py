@@ -13,19 +13,7 @@ import argparse
 
 import torch
 
-
-def neighbour_precision(feats: torch.Tensor, pids: torch.Tensor, cams: torch.Tensor, k: int = 8) -> dict[str, float]:
-    """Fraction of same-identity neighbours among the k nearest (self excluded), split by camera."""
-    from mprd.neighbors import knn
-
-    _, idx = knn(feats, feats, k, exclude_self=True)
-    same_id = pids[idx] == pids[:, None]
-    same_cam = cams[idx] == cams[:, None]
-    out = {"overall": float(same_id.float().mean())}
-    for name, mask in (("same-camera", same_cam), ("cross-camera", ~same_cam)):
-        out[name] = float(same_id[mask].float().mean()) if mask.any() else float("nan")
-        out[f"{name} share"] = float(mask.float().mean())
-    return out
+from mprd.diagnostics import neighbour_precision
 
 
 def main(argv: list[str] | None = None) -> None:

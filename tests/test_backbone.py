@@ -416,3 +416,25 @@ def test_unfrozen_body_bn_uses_batch_statistics() -> None:
     before = _body_bn_state(net)
     net(torch.randn(4, 3, 64, 32))
     assert not all(torch.equal(a, b) for a, b in zip(before, _body_bn_state(net)))
+
+
+def test_calibrated_head_bn_maps_eval_mode_onto_train_mode_space() -> None:
+    """Memory init (eval mode) and memory writes (train mode, batch statistics) share one feature space once
+    the head BN is calibrated on the set; uncalibrated, eval mode is an identity on non-negative pool-5."""
+    torch.manual_seed(0)
+    net = build_backbone("resnet18", "none")
+    pool5 = torch.relu(torch.randn(200, net.out_dim) + 0.5)  # non-negative like a ReLU network's pool-5
+    with torch.no_grad():
+        net.bn.weight.uniform_(0.5, 1.5)
+        net.bn.bias.normal_(0, 0.1)
+        uncalibrated = F.normalize(net.bn.eval()(pool5), dim=1)
+        train_mode = F.normalize(net.bn.train()(pool5), dim=1)
+        net.calibrate_head_bn(pool5)
+        calibrated = F.normalize(net.bn.eval()(pool5), dim=1)
+    assert torch.allclose(calibrated, train_mode, atol=1e-4)
+    assert torch.allclose(net.bn.running_mean, pool5.mean(0)) and torch.allclose(net.bn.running_var, pool5.var(0, unbiased=False))
+    # the uncalibrated space: every pair of slots at a high cosine; the calibrated one is centred
+    off = ~torch.eye(200, dtype=torch.bool)
+    assert (uncalibrated @ uncalibrated.T)[off].mean() > 0.4
+    assert (calibrated @ calibrated.T)[off].mean().abs() < 0.05
+    assert (uncalibrated * train_mode).sum(1).mean() < 0.9

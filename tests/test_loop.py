@@ -115,23 +115,54 @@ def make_generator(cfg=None, d=16, n_ids=12, per=5):
     return loop.MPRDGenerator(gcn, pids, cfg, seed=0), mem, pids
 
 
-def test_batches_have_half_meta_half_unlabeled_anchors_and_cover_every_unlabeled_pair():
+def test_schedule_has_half_meta_half_unlabeled_anchors_and_covers_every_unlabeled_pair():
+    gen, mem, pids = make_generator()
+    g = torch.Generator().manual_seed(0)
+    pairs = loop.perturbation_pairs(torch.arange(60), 60 + torch.arange(60), 60, 1, g)
+    steps = gen._schedule(pairs, 120, 15, g)
+    assert len(steps) == 60 // 4  # one pass over the 60 unlabeled anchors, n'/2 = 4 per step
+    seen = torch.cat([rows for rows, _ in steps])
+    assert sorted(seen.tolist()) == list(range(len(pairs)))  # every unlabeled pair exactly once
+    for rows, meta_pos in steps:
+        assert torch.unique(pairs.anchor[rows]).numel() <= 4
+        assert meta_pos.numel() == 4 and (meta_pos < 15).all()
+    # the 15 meta images are cycled: each appears 60 / 15 = 4 times over the epoch
+    counts = torch.bincount(torch.cat([m for _, m in steps]), minlength=15)
+    assert counts.tolist() == [4] * 15
+
+
+def test_step_pairs_draw_fresh_meta_pairs_and_one_zx_negative_per_unlabeled_anchor():
     gen, mem, pids = make_generator()
     is_meta = meta_mask(pids, gen.meta_ids)
+    meta_images, pool = torch.nonzero(is_meta).flatten(), torch.nonzero(~is_meta).flatten()
     g = torch.Generator().manual_seed(0)
-    pairs = loop.PairSet.cat([
-        loop.perturbation_pairs(torch.arange(60), 60 + torch.arange(60), 60, 1, g),
-        loop.meta_pairs(torch.nonzero(is_meta).flatten(), pids, torch.nonzero(~is_meta).flatten(), True, g),
-    ])
-    batches = gen._batches(pairs, 120, g)
-    assert len(batches) == 60 // 4  # one pass over the 60 unlabeled anchors, n'/2 = 4 per step
-    seen = torch.cat(batches)
-    unl = seen[~pairs.is_meta[seen]]
-    assert sorted(unl.tolist()) == torch.nonzero(~pairs.is_meta).flatten().tolist()
-    for rows in batches:
-        p = pairs.select(rows)
-        assert torch.unique(p.anchor[~p.is_meta]).numel() <= 4
-        assert torch.unique(p.anchor[p.is_meta]).numel() <= 4
+    anchors = pool[:4]
+    unl = loop.perturbation_pairs(anchors, 60 + torch.arange(4), 60, 1, g)
+    draws = [gen._step_pairs(unl, torch.arange(4), meta_images, pool, g) for _ in range(20)]
+    for p in draws:
+        m = p.is_meta
+        zx = m & ~torch.isin(p.right, meta_images)
+        assert sorted(p.right[zx].tolist()) == sorted(anchors.tolist())  # one (z, x_i) per unlabeled anchor
+        assert torch.isin(p.left[zx], meta_images).all() and (p.label[zx] == 0).all()
+        same = m & torch.isin(p.right, meta_images) & (p.label == 1)
+        assert (pids[p.left[same]] == pids[p.right[same]]).all() and same.sum() == 4
+        assert torch.equal(p.select(~m).left, unl.left)  # the unlabeled pairs pass through unchanged
+    keys = {tuple(t) for p in draws for t in torch.stack([p.left, p.right, p.label.long()], 1)[p.is_meta].tolist()}
+    assert len(keys) > 3 * 4  # fresh draws: more distinct meta pairs than one fixed draw could give
+
+
+def test_gcn_epoch_sees_more_distinct_meta_pairs_than_one_draw(monkeypatch):
+    """Algorithm 1 draws meta pairs per step: over an epoch the distinct meta pairs exceed 3 per meta image
+    (what one draw per epoch, reused in every batch, gave)."""
+    monkeypatch.setattr(loop, "perturbed_features", lambda module, idx: F.normalize(mem[idx] + 0.01, dim=1))
+    gen, mem, pids = make_generator()
+    n_meta = int(meta_mask(pids, gen.meta_ids).sum())
+
+    class Module:
+        positives = PositiveSets.singletons(mem.shape[0])
+
+    gen.refresh(mem, epoch=0, module=Module)
+    assert gen.last_stats["gcn/meta_distinct"] > 3 * n_meta
 
 
 def test_eta_modes():
@@ -185,7 +216,9 @@ def test_mprd_wo_has_no_unlabeled_pairs_and_0id_no_meta(monkeypatch):
     monkeypatch.setattr(loop, "perturbed_features", lambda module, idx: F.normalize(torch.ones(len(idx), 16), dim=1))
     wo, mem, pids = make_generator({"unlabeled": {"enabled": False, "first_epoch_negatives": 1}})
     pairs, *_ = wo._training_pairs(mem, *adaptive_knn(mem, 0.6, 4, 8)[1:], PositiveSets.singletons(60), 0, None, torch.Generator())
-    assert len(pairs) > 0 and pairs.is_meta.all()
+    assert len(pairs) == 0  # L^u = 0; the meta pairs are drawn per GCN step
+    stats = wo._train(pairs, mem, adaptive_knn(mem, 0.6, 4, 8)[1].cpu(), torch.Generator().manual_seed(0))
+    assert stats["steps"] == 60 // 4 and stats["pairs"] > 0 and stats["meta_distinct"] > 0
     zero, mem, pids = make_generator({"meta": {**BASE_CFG["meta"], "num_ids": 0}})
     assert zero.meta_ids == []
     pairs, *_ = zero._training_pairs(mem, *adaptive_knn(mem, 0.6, 4, 8)[1:], PositiveSets.singletons(60), 0, None, torch.Generator())

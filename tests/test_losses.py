@@ -76,3 +76,23 @@ def test_bd_without_negatives_has_no_negative_term():
     s = (feat @ memory.T)[0]
     expected = sum(softplus(4 * (0.2 - float(v))) for v in s) / 3
     assert abs(loss.item() - expected) < 1e-5 and terms["loss_neg"].item() == 0.0
+
+
+def test_bd_with_excluded_slots_equals_the_loss_on_the_memory_without_them():
+    """exclude_slots (MPRD's X without the meta images): same value as removing those rows from the memory
+    and from every P_i, with r_i counted over the remaining slots."""
+    torch.manual_seed(2)
+    num, d = 300, 16
+    memory = F.normalize(torch.randn(num, d), dim=1)
+    labels = torch.randint(0, 40, (num,))
+    excluded = torch.isin(labels, torch.tensor([3, 7]))
+    pos = PositiveSets.from_labels(labels)
+    kept = torch.nonzero(~excluded).flatten()
+    batch_index = kept[torch.randperm(kept.numel())[:12]]
+    feats = F.normalize(torch.randn(12, d), dim=1)
+    loss, _ = binomial_deviance_loss(feats, memory, batch_index, pos, neg_ratio=0.05, exclude_slots=excluded)
+    new_id = torch.full((num,), -1)
+    new_id[kept] = torch.arange(kept.numel())
+    lists = [{int(new_id[j]) for j in pos.row(int(i)).tolist() if not excluded[j]} for i in kept]
+    ref = reference_bd(feats, memory[kept], new_id[batch_index], lists, 5, 4, 0.2, 0.2, 0.05)
+    assert abs(loss.item() - ref) < 1e-4

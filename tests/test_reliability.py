@@ -60,6 +60,8 @@ def fake_checkpoint(path: Path, epoch: int) -> Path:
         ("eval_every=0", "eval_every=0: expected an integer >= 1"),
         ("method.loss.neg_ratio=2", "method.loss.neg_ratio=2: expected a number in (0, 1]"),
         ("method.loss.neg_ratio=0", "method.loss.neg_ratio=0: expected a number in (0, 1]"),
+        ("recipe.neg_ratio=1.5", "recipe.neg_ratio=1.5: expected a number in (0, 1]"),
+        ("diagnostics_every=-1", "diagnostics_every=-1: expected an integer >= 0"),
         ("method=mprd method.mu=abc", "method.mu='abc': expected a number in [0, 1]"),
         ("method=mprd method.mu=1.5", "method.mu=1.5: expected a number in [0, 1]"),
         ("method=mprd method.mu=-0.1", "method.mu=-0.1: expected a number in [0, 1]"),
@@ -338,7 +340,7 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(data_root, tm
     # tolerance: 1e-6 (the float32 round-off of metrics in percent); the resumed run recomputes every epoch
     # from the same state and the same per-epoch seeds, on the same machine and thread count
     assert b["final"] == pytest.approx(a["final"], abs=1e-6)
-    assert [e["epoch"] for e in b["per_epoch"]] == [1, 2, 3]
+    assert [e["epoch"] for e in b["per_epoch"]] == [0, 1, 2, 3]  # 0: the untrained network
     for ea, eb in zip(a["per_epoch"], b["per_epoch"], strict=True):
         assert eb == pytest.approx(ea, abs=1e-6)
     assert b["resumed_from"] == str(killed / "checkpoints" / LAST)
@@ -447,7 +449,7 @@ def test_a_second_process_in_a_busy_folder_fails_at_once_and_leaves_the_first_ru
     assert refused_in < 60  # at once: before the dataset or the model is built (start-up only)
     assert first.returncode == 0, err[-3000:]
     record = json.loads((folder / "metrics.json").read_text())
-    assert record["seed"] == 0 and [e["epoch"] for e in record["per_epoch"]] == [1, 2, 3, 4]
+    assert record["seed"] == 0 and [e["epoch"] for e in record["per_epoch"]] == [0, 1, 2, 3, 4]
     assert (folder / ".hydra" / "overrides.yaml").read_text() == overrides_first  # restored after the refusal
     assert "seed=0" in overrides_first and record["overrides"] == [o for o in record["overrides"] if "seed=1" not in o]
     with open(folder / "csv" / "metrics.csv", newline="") as f:
@@ -527,7 +529,7 @@ def test_stop_after_epochs_exits_0_without_metrics_and_resumes(data_root, tmp_pa
     resumed = _train(folder, data_root, *common, "auto_resume=true")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     record = json.loads((folder / "metrics.json").read_text())
-    assert [e["epoch"] for e in record["per_epoch"]] == [1, 2]
+    assert [e["epoch"] for e in record["per_epoch"]] == [0, 1, 2]  # 0: the untrained network
     assert "max_epochs=2" in record["overrides"] and len(list((folder / ".hydra" / "attempts").iterdir())) == 2
 
 

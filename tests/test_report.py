@@ -329,7 +329,7 @@ def test_sweep_k_with_a_second_swept_key_splits_rows(tmp_path: Path, paper: dict
     ("dataset", "preset", "phrase", "ref"),
     [
         ("cuhk03np", "cpu_real", "cuhk03np is not a dataset of the paper", "market1501"),
-        ("synthetic", "cpu", "Single stays near chance and so do the unsupervised rows", "market1501"),
+        ("synthetic", "cpu", "read each row against the untrained network and over seeds", "market1501"),
         ("market1501", "cpu_real", "Preset cpu_real is not the paper's configuration", "market1501"),
         ("market1501", "paper", "Same dataset and configuration as the paper", "market1501"),
     ],
@@ -528,3 +528,29 @@ def test_main_reads_several_runs_folders_and_skips_missing_ones(tmp_path: Path) 
     assert (table.loc["sslr", "rank1_mean"], table.loc["uga", "rank1_mean"]) == (30.0, 20.0)
     assert f"{sslr}, {uga}" in (out / "baselines-synthetic.md").read_text()
     assert report.main(["baselines", "--runs", str(tmp_path / "none"), "--out", str(out)]) == 2
+
+
+def test_untrained_row_from_epoch0_evaluations_and_beats_marks(tmp_path: Path, paper: dict) -> None:
+    """The "ImageNet (untrained)" row averages one epoch-0 evaluation per seed; ΔmAP vs untrained marks a row
+    ✓ only when its mean exceeds the untrained mean by more than 2 of its own seed stds."""
+    root = tmp_path / "runs"
+    init = lambda m: {"rank1": 2 * m, "rank5": 0.0, "rank10": 0.0, "mAP": m, "mINP": 0.0}  # noqa: E731
+    write_run(root, "single-0", "single", 0, 5.0, 3.0, initial=init(2.0))
+    write_run(root, "single-1", "single", 1, 5.0, 3.2, initial=init(2.2))
+    write_run(root, "knn-0", "knn", 0, 9.0, 2.0, initial=init(2.0))
+    write_run(root, "knn-1", "knn", 1, 9.0, 6.0, initial=init(2.2))
+    write_run(root, "super-0", "super", 0, 50.0, 30.0)  # an older run without `initial`
+    df = aggregate(collect_runs(root), "table1", paper=paper).set_index("key")
+    u = df.loc["untrained"]
+    assert df.index[-1] == "untrained" and u["display"] == "ImageNet (untrained)" and not u["in_paper"]
+    assert u["n"] == 2 and u["mAP_mean"] == pytest.approx(2.1) and u["rank1_mean"] == pytest.approx(4.2)
+    assert u["paper_rank1"] == 7.8 and u["paper_mAP"] == 2.1  # MLCR Table 2, Market-1501
+    # single: 3.1 ± 0.141 -> +1.0 > 2 std; knn: 4.0 ± 2.83 -> +1.9 < 2 std
+    assert df.loc["single", "d_untrained_mAP"] == pytest.approx(1.0) and df.loc["single", "beats_untrained"] is True
+    assert df.loc["knn", "d_untrained_mAP"] == pytest.approx(1.9) and df.loc["knn", "beats_untrained"] is False
+    assert df.loc["super", "beats_untrained"] is None  # one seed: no claim
+    md = render_markdown(df.reset_index())
+    assert "| ImageNet (untrained) †" in md and "ΔmAP vs untrained" in md and "+1.0 ✓" in md and "+1.9 ✗" in md
+    # Kendall τ is taken over the paper's own rows only, never the derived untrained row
+    tau_line = next(line for line in md.splitlines() if "Kendall" in line)
+    assert "over these 3 rows" in tau_line

@@ -41,13 +41,33 @@ def test_knn_run_writes_metrics(data_root, tmp_path):
     record = run(cfg, tmp_path / "run")
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved["final"] == record["final"]
-    assert [e["epoch"] for e in saved["per_epoch"]] == [1, 2]
+    assert [e["epoch"] for e in saved["per_epoch"]] == [0, 1, 2]  # epoch 0: the untrained network
     for key in ("rank1", "rank5", "rank10", "mAP", "mINP"):
         assert 0.0 <= saved["final"][key] <= 100.0
     assert saved["final"]["rank1"] <= saved["final"]["rank5"] <= saved["final"]["rank10"]
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
     assert "labels/pair_precision" in saved["train_log"]
     assert saved["uses"] == ["CamStyle (camera IDs)"]  # the reports' "Uses besides images" (synthetic: CamStyle)
+
+
+def test_untrained_evaluation_diagnostics_and_clean_memory_refresh(data_root, tmp_path):
+    """Epoch 0 evaluates the untrained network; the kNN diagnostics cover epochs 0..T; the memory init is the
+    clean-feature space (memory and clean precision agree at epoch 0); with memory.refresh=clean the KNN labels
+    of epoch 1 are the 8-NN of the clean features, so their pair precision is the clean 8-NN precision."""
+    import csv
+
+    cfg = compose_cfg(data_root, "method=knn", "max_epochs=2", "eval_every=1", "method.memory.refresh=clean")
+    run(cfg, tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    first = saved["per_epoch"][0]
+    assert first["epoch"] == 0 and saved["initial"] == {k: v for k, v in first.items() if k != "epoch"}
+    diag = {int(d["epoch"]): d for d in saved["diagnostics"]}
+    assert sorted(diag) == [0, 1, 2]
+    assert diag[0]["memory/knn8_prec"] == pytest.approx(diag[0]["clean/knn8_prec"], abs=1e-9)
+    rows = list(csv.DictReader(open(tmp_path / "run" / "csv" / "metrics.csv")))
+    label_prec = {int(r["epoch"]): float(r["labels/pair_precision"]) for r in rows if r.get("labels/pair_precision")}
+    assert label_prec[1] == pytest.approx(diag[1]["clean/knn8_prec"], abs=1e-6)
+    assert label_prec[0] == pytest.approx(diag[0]["clean/knn8_prec"], abs=1e-6)
 
 
 def test_mprd_resume_matches_an_uninterrupted_run(data_root, tmp_path):

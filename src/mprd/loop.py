@@ -119,24 +119,41 @@ def hard_negative_table(memory: Tensor, positives: PositiveSets, ratio: float, c
     return table, torch.minimum(r, valid.sum(1))
 
 
-def meta_pairs(meta_images: Tensor, pids: Tensor, pool: Tensor, zx_negatives: bool, gen: torch.Generator) -> PairSet:
-    """§4.2, 2: per meta image z, one same-identity positive, one other-meta-identity negative and (optionally)
-    one negative with an unlabeled image from `pool` (non-meta identities, spec §3.8)."""
-    z = meta_images
-    zp = pids[z]
-    same = zp.unsqueeze(1) == zp.unsqueeze(0)
-    eye = torch.eye(z.numel(), dtype=torch.bool)
+def meta_pairs(
+    meta_images: Tensor,
+    pids: Tensor,
+    pool: Tensor,
+    zx_negatives: bool,
+    gen: torch.Generator,
+    anchors: Tensor | None = None,
+    zx_images: Tensor | None = None,
+) -> PairSet:
+    """§4.2, 2 (L^m): per meta anchor z (default: every meta image) one same-identity positive and one
+    other-meta-identity negative, partners drawn from `meta_images`; with `zx_negatives`, one (z_j, x_i)
+    negative per x_i of `zx_images` with z_j drawn at random (Algorithm 1 lines 3-4: "for each x_i, randomly
+    select z_j"); without `zx_images`, one random image of `pool` (non-meta identities, spec §3.8) per anchor.
+
+    Called once per GCN step, so every step sees freshly drawn meta pairs (not one fixed set per epoch).
+    """
+    z = meta_images if anchors is None else anchors
+    if z.numel() == 0:
+        return PairSet.cat([])
+    zp, mp = pids[z], pids[meta_images]
+    same = zp.unsqueeze(1) == mp.unsqueeze(0)
+    not_self = z.unsqueeze(1) != meta_images.unsqueeze(0)
     parts = []
-    for mask, label in ((same & ~eye, 1.0), (~same, 0.0)):
+    for mask, label in ((same & not_self, 1.0), (~same, 0.0)):
         has = mask.any(1)
         if not has.any():
             continue
-        weights = mask[has].float()
-        partner = torch.multinomial(weights, 1, generator=gen).squeeze(1)
-        parts.append(PairSet.make(z[has], z[partner], label, z[has], True))
-    if zx_negatives and pool.numel():
-        other = pool[torch.floor(torch.rand(z.shape, generator=gen) * pool.numel()).long()]
-        parts.append(PairSet.make(z, other, 0.0, z, True))
+        partner = torch.multinomial(mask[has].float(), 1, generator=gen).squeeze(1)
+        parts.append(PairSet.make(z[has], meta_images[partner], label, z[has], True))
+    if zx_negatives:
+        if zx_images is None:
+            zx_images = pool[torch.floor(torch.rand(z.shape, generator=gen) * pool.numel()).long()] if pool.numel() else pool
+        if zx_images.numel():
+            zj = meta_images[torch.floor(torch.rand(zx_images.shape, generator=gen) * meta_images.numel()).long()]
+            parts.append(PairSet.make(zj, zx_images, 0.0, zj, True))
     return PairSet.cat(parts)
 
 
@@ -187,6 +204,8 @@ class MPRDGenerator:
             **{f"gcn/{k_}": v for k_, v in train_stats.items()},
             **g_stats,
             "gcn/k_mean": float(k.float().mean()),
+            # k_max is not in the paper: the share of rows at the cap shows how often it binds (an upper bound)
+            "gcn/k_at_cap_frac": float((k >= int(nb["k_max"])).float().mean()) if nb.get("k_max") else 0.0,
             "gcn/virtual_nodes": float(n_virtual),
             "time/gcn_pairs_s": t1 - t0,
             "time/gcn_train_s": t2 - t1,
@@ -197,10 +216,10 @@ class MPRDGenerator:
     def _training_pairs(
         self, memory: Tensor, neighbors: Tensor, k: Tensor, previous: PositiveSets, epoch: int, module: Any, gen: torch.Generator
     ) -> tuple[PairSet, Tensor, Tensor, int]:
-        """§4.2 labelled pairs, the node feature table (memory + perturbed copies) and its neighbour table."""
+        """§4.2 unlabeled-data pairs (L^u), the node feature table (memory + perturbed copies) and its neighbour
+        table. The meta pairs (L^m) are drawn per GCN step in `_train`."""
         num = memory.shape[0]
         is_meta = meta_mask(self._pids, self.meta_ids)
-        meta_images = torch.nonzero(is_meta).flatten()
         parts: list[PairSet] = []
         table, ext_neighbors, n_virtual = memory, neighbors, 0
         if self.cfg["unlabeled"]["enabled"]:
@@ -227,60 +246,69 @@ class MPRDGenerator:
                 hard, hard_counts = hard_negative_table(memory, previous, float(self.cfg.get("neg_ratio", 0.01)))
                 parts.append(positive_set_pairs(grown, previous, neighbors, gen))
                 parts.append(hard_negative_pairs(anchors, previous.sizes[anchors], hard, hard_counts, gen))
-        if meta_images.numel():
-            pool = torch.nonzero(~is_meta).flatten()
-            parts.append(meta_pairs(meta_images, self._pids, pool, bool(self.cfg["meta"]["zx_negatives"]), gen))
         return PairSet.cat(parts), table, ext_neighbors, n_virtual
 
-    def _batches(self, pairs: PairSet, num_slots: int, gen: torch.Generator) -> list[Tensor]:
-        """Split pairs into mini-batches of n'/2 unlabeled + n'/2 meta anchors (§4.2), one pass over the
-        unlabeled anchors; meta anchors are cycled (with reshuffling) as often as needed."""
+    def _schedule(self, pairs: PairSet, num_slots: int, num_meta: int, gen: torch.Generator) -> list[tuple[Tensor, Tensor]]:
+        """GCN steps of n'/2 unlabeled + n'/2 meta anchors (§4.2): (rows of `pairs`, positions of meta anchors).
+
+        One pass over the unlabeled anchors; the meta images are cycled (reshuffled each cycle) as often as
+        needed. Without unlabeled anchors (MPRD w/o) the step count is that of a pass over all N images.
+        """
         half = max(1, int(self.cfg["gcn"]["batch_anchors"]) // 2)
-        u_anchors = torch.unique(pairs.anchor[~pairs.is_meta])
-        m_anchors = torch.unique(pairs.anchor[pairs.is_meta])
+        u_anchors = torch.unique(pairs.anchor)
         steps = self.cfg["gcn"].get("steps_per_epoch") or max(1, math.ceil(max(u_anchors.numel(), num_slots * (u_anchors.numel() == 0)) / half))
         steps = int(steps)
-        # the anchor id space: unlabeled anchors as is, meta anchors shifted so both kinds stay distinct
         u_order = u_anchors[torch.randperm(u_anchors.numel(), generator=gen)] if u_anchors.numel() else u_anchors
-        reps = math.ceil(steps * half / max(m_anchors.numel(), 1)) if m_anchors.numel() else 0
-        m_order = torch.cat([m_anchors[torch.randperm(m_anchors.numel(), generator=gen)] for _ in range(reps)]) if reps else m_anchors
-        u_step = torch.full((num_slots,), -1, dtype=torch.long)
+        reps = math.ceil(steps * half / num_meta) if num_meta else 0
+        m_order = torch.cat([torch.randperm(num_meta, generator=gen) for _ in range(reps)]) if reps else torch.empty(0, dtype=torch.long)
+        u_step = torch.full((max(num_slots, int(pairs.anchor.max()) + 1 if len(pairs) else 0),), -1, dtype=torch.long)
         u_step[u_order] = torch.arange(u_order.numel()) // half
-        batches = []
-        u_rows = torch.nonzero(~pairs.is_meta).flatten()
-        u_step_of_pair = u_step[pairs.anchor[u_rows]]
-        u_sorted = torch.argsort(u_step_of_pair, stable=True)
-        u_bounds = torch.searchsorted(u_step_of_pair[u_sorted], torch.arange(steps + 1))
-        m_rows = torch.nonzero(pairs.is_meta).flatten()
-        m_of = {int(a): m_rows[pairs.anchor[m_rows] == a] for a in m_anchors}
-        for s in range(steps):
-            rows = [u_rows[u_sorted[u_bounds[s] : u_bounds[s + 1]]]]
-            rows += [m_of[int(a)] for a in m_order[s * half : (s + 1) * half]]
-            batch = torch.cat(rows)
-            if batch.numel():
-                batches.append(batch)
-        return batches
+        step_of_pair = u_step[pairs.anchor]
+        order = torch.argsort(step_of_pair, stable=True)
+        bounds = torch.searchsorted(step_of_pair[order], torch.arange(steps + 1))
+        return [(order[bounds[s] : bounds[s + 1]], m_order[s * half : (s + 1) * half]) for s in range(steps)]
+
+    def _step_pairs(self, unlabeled: PairSet, meta_pos: Tensor, meta_images: Tensor, pool: Tensor, gen: torch.Generator) -> PairSet:
+        """One GCN step's pairs: its unlabeled pairs plus freshly drawn meta pairs for its meta anchors, with a
+        (z, x) negative for each of its unlabeled anchors that is not a meta image (Algorithm 1 lines 3-4)."""
+        if not meta_images.numel():
+            return unlabeled
+        half = max(1, int(self.cfg["gcn"]["batch_anchors"]) // 2)
+        xs = torch.unique(unlabeled.anchor)
+        xs = xs[~torch.isin(xs, meta_images)]
+        if not xs.numel() and pool.numel():  # MPRD w/o: random non-meta images stand in for the x_i
+            xs = pool[torch.floor(torch.rand(half, generator=gen) * pool.numel()).long()]
+        zx = bool(self.cfg["meta"]["zx_negatives"])
+        meta = meta_pairs(meta_images, self._pids, pool, zx, gen, anchors=meta_images[meta_pos], zx_images=xs)
+        return PairSet.cat([unlabeled, meta])
 
     def _train(self, pairs: PairSet, table: Tensor, ext_neighbors: Tensor, gen: torch.Generator) -> dict[str, float]:
-        cfg, st = self.cfg, self.cfg["structures"]
-        if len(pairs) == 0:
+        st = self.cfg["structures"]
+        is_meta = meta_mask(self._pids, self.meta_ids)
+        meta_images, pool = torch.nonzero(is_meta).flatten(), torch.nonzero(~is_meta).flatten()
+        if len(pairs) == 0 and not meta_images.numel():
             return {"loss": float("nan"), "structures": 0.0}
         device = table.device
         gcn = self.gcn.to(device)
         gcn.train()
         totals: dict[str, list[float]] = {}
-        batches = self._batches(pairs, ext_neighbors.shape[0], gen)
-        for rows in _progress(batches, "GCN phase"):
-            p = pairs.select(rows)
-            n_meta, n_unl = int(p.is_meta.sum()), int((~p.is_meta).sum())
-            eta = self._eta(n_meta, n_unl)
+        steps = self._schedule(pairs, ext_neighbors.shape[0], meta_images.numel(), gen)
+        n_pairs, n_pos, meta_keys = 0, 0.0, []
+        for rows, meta_pos in _progress(steps, "GCN phase"):
+            p = self._step_pairs(pairs.select(rows), meta_pos, meta_images, pool, gen)
+            if not len(p):
+                continue
+            n_pairs, n_pos = n_pairs + len(p), n_pos + float(p.label.sum())
+            m = p.is_meta
+            meta_keys.append((p.left[m] * table.shape[0] + p.right[m]) * 2 + p.label[m].long())
+            eta = self._eta(int(m.sum()), int((~m).sum()))
             s = build_pair_structures(
                 ext_neighbors, p.left, p.right, topology=st["topology"], target_edge=st["target_edge"], max_label=st["max_label"]
             ).to(device)
             # meta anchors get ids shifted by the table size so an image that is both a meta and an unlabeled
             # anchor keeps two separate Eq. 6 terms
-            anchor = p.anchor + p.is_meta.long() * table.shape[0]
-            batch = GCNBatch(s, p.label.to(device), anchor.to(device), p.is_meta.to(device), eta)
+            anchor = p.anchor + m.long() * table.shape[0]
+            batch = GCNBatch(s, p.label.to(device), anchor.to(device), m.to(device), eta)
             loss, stats = gcn.training_step(batch, table.detach())
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -288,9 +316,11 @@ class MPRDGenerator:
             for key, value in stats.items():
                 totals.setdefault(key, []).append(value)
         out = {key: float(torch.tensor(v).nanmean()) for key, v in totals.items()}
-        out["steps"] = float(len(batches))
-        out["pairs"] = float(len(pairs))
-        out["pairs_pos_frac"] = float(pairs.label.mean())
+        out["steps"] = float(len(steps))
+        out["pairs"] = float(n_pairs)
+        out["pairs_pos_frac"] = n_pos / max(n_pairs, 1)
+        # distinct meta pairs seen this epoch: drawn per step, so they grow with the step count
+        out["meta_distinct"] = float(torch.unique(torch.cat(meta_keys)).numel()) if meta_keys else 0.0
         return out
 
     def _eta(self, n_meta: int, n_unl: int) -> float:

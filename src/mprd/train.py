@@ -13,6 +13,7 @@ import logging
 import os
 import subprocess
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,8 @@ from mprd.supervision import uses_besides_images
 
 log = logging.getLogger("mprd.train")
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise
+# frozen body BN layers are in eval mode on purpose (backbone.freeze_bn); Lightning warns about them at fit start
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 
 
 def build_datamodule(cfg: DictConfig, mean: tuple[float, ...], std: tuple[float, ...]) -> L.LightningDataModule:
@@ -159,10 +162,15 @@ def build_method(cfg: DictConfig, datamodule: Any, backbone: torch.nn.Module) ->
     gen_cfg = cfg.method.get("generator")
     generator_kwargs = OmegaConf.to_container(gen_cfg, resolve=True) if gen_cfg is not None else {}
     name = cfg.method.name
+    excluded = None
     if name.startswith("mprd"):
         from mprd.loop import build_mprd_generator
 
         generator = build_mprd_generator(cfg, datamodule, backbone)
+        if cfg.method.meta.get("exclude_from_cnn", False):  # X = the training set without the meta images
+            from mprd.meta import meta_mask
+
+            excluded = meta_mask(train_labels, generator.meta_ids)
     else:
         generator = build_generator(
             cfg.method.get("generator_name", name), train_labels=train_labels if name == "super" else None, **generator_kwargs
@@ -181,7 +189,10 @@ def build_method(cfg: DictConfig, datamodule: Any, backbone: torch.nn.Module) ->
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
         labels=OmegaConf.to_container(cfg.method.labels, resolve=True),
         memory=OmegaConf.to_container(cfg.method.memory, resolve=True),
-        diagnostic_labels=train_labels,  # pseudo-label precision/recall only
+        diagnostic_labels=train_labels,  # pseudo-label precision/recall and kNN diagnostics only
+        diagnostic_cams=torch.tensor([r.camid for r in datamodule.data.train]),
+        diagnostics_every=int(cfg.get("diagnostics_every", 1)),
+        excluded_slots=excluded,
         eval_metric=cfg.eval_metric,
         seed=int(cfg.seed),
     )
@@ -211,6 +222,16 @@ class StopAfterEpochs(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.current_epoch + 1 >= self.n:
             trainer.should_stop = True
+
+
+class InitialEvaluation(L.Callback):
+    """Evaluate the untrained network once at the start of a fresh run (not on resume): the "ImageNet
+    (untrained)" row of every report, and the epoch-0 point of every learning curve."""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.ckpt_path is None and not any(r.get("epoch") == 0 for r in pl_module.history):
+            metrics = pl_module.evaluate_initial()
+            log.info("untrained network: %s", {k: round(v, 2) for k, v in metrics.items()})
 
 
 def git_commit() -> str:
@@ -368,6 +389,8 @@ def _run(cfg: DictConfig, output_dir: Path, extra_callbacks: list[Any], main: bo
     # last.ckpt after every training epoch (atomically; previous.ckpt keeps the one before), so a kill loses <= 1 epoch
     checkpoint = EpochCheckpoint(output_dir / "checkpoints")
     callbacks: list[Any] = [checkpoint, *extra_callbacks]
+    if cfg.get("eval_initial", True):
+        callbacks.append(InitialEvaluation())
     stop_after = cfg.get("debug", {}).get("stop_after_epochs")
     if stop_after:  # simulates an interrupted run (tests of resume)
         callbacks.append(StopAfterEpochs(int(stop_after)))
@@ -406,7 +429,9 @@ def _run(cfg: DictConfig, output_dir: Path, extra_callbacks: list[Any], main: bo
         "seed": int(cfg.seed),
         "commit": git_commit(),
         "final": {k: v for k, v in model.history[-1].items() if k != "epoch"},
+        "initial": next(({k: v for k, v in r.items() if k != "epoch"} for r in model.history if r["epoch"] == 0), None),
         "per_epoch": model.history,
+        "diagnostics": getattr(model, "diag_history", []),
         "train_log": train_log,
         "dataset_statistics": stats,
         "config": resolved_config(cfg, output_dir),  # a kept metrics.<time>.json keeps its own config

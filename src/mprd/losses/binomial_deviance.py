@@ -41,18 +41,29 @@ def binomial_deviance_loss(
     margin_pos: float = 0.2,
     margin_neg: float = 0.2,
     neg_ratio: float = 0.01,
+    exclude_slots: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Eq. 2: 1/n Σ_i [ δ/|P_i| Σ_{P_i} ζ(α(λ1 − s_ij)) + 1/|N*_i| Σ_{N*_i} ζ(α(s_ij − λ2)) ], ζ = softplus.
 
     `features` (B x d) are the L2-normalised current features (with grad); `memory` (N x d) is M̃
-    (no grad). Returns the loss and its two terms (batch means) for logging.
+    (no grad). `exclude_slots` (N bool) removes slots from every P_i and N*_i (MPRD's "X without the meta
+    images" reading; the caller drops those anchors). Returns the loss and its two terms (batch means).
     """
     memory = memory.detach()
     scores = features @ memory.T  # s_ij = <F̃(x_i), M̃[j]>
     pos_mask = positives.batch_mask(batch_index, memory.shape[0], device=scores.device)
+    num = memory.shape[0]
+    if exclude_slots is not None:
+        excluded = exclude_slots.to(scores.device).bool()
+        pos_mask &= ~excluded
+        num -= int(excluded.sum())
+        # excluded slots rank as positives do (never a hard negative); they are off the positive mask
+        blocked = pos_mask | excluded
+    else:
+        blocked = pos_mask
     pos_size = pos_mask.sum(1)
-    r = num_hard_negatives(memory.shape[0], pos_size, neg_ratio)
-    neg_mask = hard_negative_mask(scores, pos_mask, r)
+    r = num_hard_negatives(num, pos_size, neg_ratio)
+    neg_mask = hard_negative_mask(scores, blocked, r)
     pos_term = (F.softplus(alpha * (margin_pos - scores)) * pos_mask).sum(1) / pos_size.clamp(min=1)
     neg_term = (F.softplus(alpha * (scores - margin_neg)) * neg_mask).sum(1) / neg_mask.sum(1).clamp(min=1)
     loss = (delta * pos_term + neg_term).mean()

@@ -128,6 +128,18 @@ class ReIDBackbone(nn.Module):
         pool5, bn = self.forward_features(x)
         return F.normalize(pool5 if self.test_feature == "pool5" else bn, dim=1)
 
+    @torch.no_grad()
+    def calibrate_head_bn(self, pool5: Tensor) -> None:
+        """Set the appended BN's running statistics to those of `pool5` (N x d, a whole training set).
+
+        Eval-mode BN then maps the set exactly as train-mode BN would with the set as one batch (biased
+        variance, as BN normalises with), so features extracted in eval mode (memory init, perturbed views)
+        live in the space of the train-mode features written during training. An untrained head BN is an
+        identity in eval mode instead (running mean 0, variance 1).
+        """
+        self.bn.running_mean.copy_(pool5.mean(0))
+        self.bn.running_var.copy_(pool5.var(0, unbiased=False))
+
     def new_parameters(self) -> list[nn.Parameter]:
         """Parameters of the layers MPRD adds after pool-5 (the appended BN)."""
         return list(self.bn.parameters())

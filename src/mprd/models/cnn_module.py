@@ -49,6 +49,9 @@ class OptimConfig:
 class LabelConfig:
     start_epoch: int = 0  # epochs before this use P_i = {i}
     refresh_every: int = 1  # epochs between refreshes
+    # recompute the batch anchors' P_i from the current memory at every step (MLCR's release calls MPLP per
+    # iteration); the per-epoch refresh still runs for the label statistics. Needs a generator with `anchors`.
+    per_batch: bool = False
 
 
 @dataclass
@@ -57,12 +60,21 @@ class MemoryConfig:
     write: str = "before_loss"  # MPRD §4.1 writes before the loss; MLCR's release after it
     gamma_start: float = 1.0  # weight of the new feature at the first epoch (Eq. 1)
     gamma_end: float = 0.5  # ... at the last epoch
+    # set the head BN's running statistics to the training set's pool-5 statistics before the init pass,
+    # so init slots and train-mode writes (batch-statistics BN) live in one centred feature space
+    calibrate_bn: bool = True
+    # none = Eq. 1 writes only (the paper) | clean = at every label refresh, re-set each slot to the current
+    # network's feature of the un-augmented image, so labels are not read from augmented train-mode views
+    # written up to an epoch earlier (docs/dynamics.md, the memory collapse)
+    refresh: str = "none"
 
     def __post_init__(self) -> None:
         if self.init not in ("forward", "zeros"):
             raise ValueError(f"method.memory.init={self.init!r}; expected 'forward' or 'zeros'")
         if self.write not in ("before_loss", "after_loss"):
             raise ValueError(f"method.memory.write={self.write!r}; expected 'before_loss' or 'after_loss'")
+        if self.refresh not in ("none", "clean"):
+            raise ValueError(f"method.memory.refresh={self.refresh!r}; expected 'none' or 'clean'")
 
 
 class CNNModule(QueryGalleryEvaluation):
@@ -78,6 +90,9 @@ class CNNModule(QueryGalleryEvaluation):
         labels: dict | LabelConfig | None = None,
         memory: dict | MemoryConfig | None = None,
         diagnostic_labels: Tensor | None = None,
+        diagnostic_cams: Tensor | None = None,
+        diagnostics_every: int = 1,
+        excluded_slots: Tensor | None = None,
         eval_metric: str = "cosine",
         seed: int = 0,
     ) -> None:
@@ -97,6 +112,15 @@ class CNNModule(QueryGalleryEvaluation):
         self._pending_write: tuple[Tensor, Tensor] | None = None
         # hidden ground truth, for the pseudo-label precision/recall diagnostic only; never used in a loss
         self._diagnostic_labels = None if diagnostic_labels is None else torch.as_tensor(diagnostic_labels).long()
+        self._diagnostic_cams = None if diagnostic_cams is None else torch.as_tensor(diagnostic_cams).long()
+        self.diagnostics_every = int(diagnostics_every)
+        self.diag_history: list[dict[str, float]] = []
+        # slots the CNN never learns from (MPRD's meta images under method.meta.exclude_from_cnn): their
+        # features are still written (the GCN's meta structures need them), but they carry no loss and are
+        # never a positive or a hard negative of another image
+        self.excluded_slots = None if excluded_slots is None else torch.as_tensor(excluded_slots).bool()
+        if self.excluded_slots is not None and self.loss_cfg.name != "bd":
+            raise ValueError("method.meta.exclude_from_cnn needs method.loss.name=bd (MPRD's loss)")
         self.positives = PositiveSets.singletons(num_train)
         self.gamma = gamma_schedule(0, max_epochs, self.memory_cfg.gamma_start, self.memory_cfg.gamma_end)
         self._epoch_t0 = 0.0
@@ -107,21 +131,60 @@ class CNNModule(QueryGalleryEvaluation):
         if not bool(self.memory.initialised):
             if self.memory_cfg.init == "zeros":  # MLCR: "initialized to all zeros"
                 self.memory.initialised.fill_(True)
+                self._record_diagnostics(0)
             else:
-                self.memory.initialise(self.extract_train_features())
+                clean = self.extract_train_features(calibrate_bn=self.memory_cfg.calibrate_bn)
+                self.memory.initialise(clean)
+                self._record_diagnostics(0, clean)
 
     @torch.no_grad()
-    def extract_train_features(self) -> Tensor:
-        """Forward pass over the whole training set (test transform) → N x d, L2-normalised training feature."""
+    def extract_train_features(self, calibrate_bn: bool = False) -> Tensor:
+        """Forward pass over the whole training set (test transform, eval mode) → N x d L2-normalised BN features.
+
+        With `calibrate_bn` the head BN's running mean/variance are first set to the pool-5 statistics of the
+        whole training set. Without it an untrained head BN is an identity in eval mode, so the slots would
+        hold non-negative pool-5 features (almost every pair at a high cosine) while every train-mode write
+        is centred by batch statistics: two feature spaces in one memory (docs/dynamics.md, cause A).
+        """
         dm = self.trainer.datamodule
         was_training = self.training
         self.eval()
-        feats = torch.zeros(self.memory.num_slots, self.backbone.out_dim, device=self.device)
-        for batch in _progress(dm.feature_dataloader("train"), "memory init", self):
+        pool5 = torch.zeros(self.memory.num_slots, self.backbone.out_dim, device=self.device)
+        for batch in _progress(dm.feature_dataloader("train"), "train features", self):
             x = batch["image"].to(self.device)
-            feats[batch["index"].to(self.device)] = F.normalize(self.backbone(x), dim=1)
+            pool5[batch["index"].to(self.device)] = self.backbone.forward_features(x)[0]
+        if calibrate_bn:
+            self.backbone.calibrate_head_bn(pool5)
+        feats = F.normalize(self.backbone.bn(pool5), dim=1)
         self.train(was_training)
         return feats
+
+    def _diagnostics_due(self, epochs_trained: int) -> bool:
+        if self._diagnostic_labels is None or self._diagnostic_cams is None or self.diagnostics_every <= 0:
+            return False
+        return epochs_trained % self.diagnostics_every == 0 or epochs_trained == self.max_epochs
+
+    def _record_diagnostics(self, epochs_trained: int, clean: Tensor | None = None) -> None:
+        """8-NN precision (same/cross camera) of the memory and of clean training features (test transform).
+
+        Reads the hidden ground truth: logged and kept in `diag_history` (metrics.json), never used in training.
+        """
+        if not self._diagnostics_due(epochs_trained):
+            return
+        from mprd.diagnostics import knn_precision_logs
+
+        if clean is None:
+            clean = self.extract_train_features()
+        pids, cams = self._diagnostic_labels, self._diagnostic_cams
+        record: dict[str, float] = {"epoch": float(epochs_trained)}
+        record.update(knn_precision_logs("clean", clean, pids, cams))
+        if bool(self.memory.features.abs().sum() > 0):  # MLCR's zero memory has no neighbours yet
+            record.update(knn_precision_logs("memory", self.memory.features, pids, cams))
+        self.diag_history.append(record)
+        if epochs_trained > 0:  # logging is only allowed inside the training loop
+            for key, value in record.items():
+                if key != "epoch":
+                    self.log(f"diag/{key}", value, on_epoch=True, on_step=False)
 
     # ----------------------------------------------------------------------------------- pseudo labels
     def on_train_epoch_start(self) -> None:
@@ -131,6 +194,13 @@ class CNNModule(QueryGalleryEvaluation):
         self.gamma = gamma_schedule(epoch, self.max_epochs, self.memory_cfg.gamma_start, self.memory_cfg.gamma_end)
         cfg = self.label_cfg
         due = epoch >= cfg.start_epoch and (epoch - cfg.start_epoch) % max(cfg.refresh_every, 1) == 0
+        clean = None
+        if epoch > 0 and (due and self.memory_cfg.refresh == "clean" or self._diagnostics_due(epoch)):
+            clean = self.extract_train_features()
+        if epoch > 0:
+            self._record_diagnostics(epoch, clean)  # the state after `epoch` epochs, before any refresh
+        if due and clean is not None and self.memory_cfg.refresh == "clean":
+            self.memory.initialise(clean)
         if due:
             t0 = time.perf_counter()
             positives = None
@@ -182,26 +252,44 @@ class CNNModule(QueryGalleryEvaluation):
         if pending is not None:
             self.memory.update(*pending, self.gamma)
 
+    def batch_positives(self, index: Tensor) -> PositiveSets:
+        """P_i for this step: the epoch's sets, or (labels.per_batch) the batch anchors' sets from the memory as
+        it is now. Every rank holds the same memory replica, so under DDP each computes its own batch alike."""
+        if not self.label_cfg.per_batch or self.current_epoch < self.label_cfg.start_epoch:
+            return self.positives
+        fresh = self.generator.refresh(self.memory.features, anchors=index.detach(), epoch=self.current_epoch, module=self)
+        return _override(self.generator, fresh)
+
     def _loss(self, feats: Tensor, index: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         c = self.loss_cfg
+        if self.excluded_slots is not None:
+            keep = ~self.excluded_slots.to(index.device)[index]
+            if not bool(keep.any()):  # a batch of excluded images only: no CNN signal
+                zero = feats.sum() * 0.0
+                return zero, {"loss_pos": zero.detach(), "loss_neg": zero.detach()}
+            feats, index = feats[keep], index[keep]
+        positives = self.batch_positives(index)
         if c.name == "mmcl":
-            pos, neg = mmcl_terms(feats, self.memory.features, index, self.positives, r=c.neg_ratio)
+            pos, neg = mmcl_terms(feats, self.memory.features, index, positives, r=c.neg_ratio)
             loss = (c.delta * pos + neg).mean()
             return loss, {"loss_pos": pos.mean().detach(), "loss_neg": neg.mean().detach()}
         return binomial_deviance_loss(
             feats,
             self.memory.features,
             index,
-            self.positives,
+            positives,
             delta=c.delta,
             alpha=c.alpha,
             margin_pos=c.margin_pos,
             margin_neg=c.margin_neg,
             neg_ratio=c.neg_ratio,
+            exclude_slots=self.excluded_slots,
         )
 
     def on_train_epoch_end(self) -> None:
         log_epoch_timing(self, self._epoch_t0, self._epoch_images)
+        if self.current_epoch + 1 == self.max_epochs:  # earlier epochs are measured at the next epoch start
+            self._record_diagnostics(self.max_epochs)
 
     # ------------------------------------------------------------------------------------- optimiser
     def configure_optimizers(self) -> Any:
@@ -215,7 +303,11 @@ class CNNModule(QueryGalleryEvaluation):
 
     # ------------------------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["pseudo_labels"] = {"positives": self.positives.to_state(), "history": list(self.history)}
+        checkpoint["pseudo_labels"] = {
+            "positives": self.positives.to_state(),
+            "history": list(self.history),
+            "diag_history": list(self.diag_history),
+        }
         if hasattr(self.generator, "state_dict"):
             checkpoint["pseudo_labels"]["generator"] = self.generator.state_dict()
 
@@ -225,6 +317,7 @@ class CNNModule(QueryGalleryEvaluation):
             return
         self.positives = PositiveSets.from_state(state["positives"])
         self.history = list(state.get("history", []))
+        self.diag_history = list(state.get("diag_history", []))
         if "generator" in state and hasattr(self.generator, "load_state_dict"):
             self.generator.load_state_dict(state["generator"])
 

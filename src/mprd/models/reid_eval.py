@@ -34,17 +34,39 @@ class QueryGalleryEvaluation(L.LightningModule):
         if len(self._val_feats) < 2:
             self._val_feats = {}
             return
-        dm = self.trainer.datamodule
         q, g = (_ordered(self._val_feats[i]) for i in (0, 1))
         self._val_feats = {}
-        qp, qc = _ids(dm.data.query)
-        gp, gc = _ids(dm.data.gallery)
-        metrics = evaluate(q, g, qp, qc, gp, gc, metric=self.eval_metric).as_dict(percent=True)
+        metrics = self._query_gallery_metrics(q, g)
         for key, value in metrics.items():
             self.log(f"eval/{key}", float(value), on_epoch=True, prog_bar=key in ("rank1", "mAP"))
         # after fit, current_epoch == max_epochs: the final validate() belongs to the last epoch
-        record = {"epoch": min(self.current_epoch + 1, self.max_epochs), **{k: float(v) for k, v in metrics.items()}}
+        record = {"epoch": min(self.current_epoch + 1, self.max_epochs), **metrics}
         self.history.append(record)
+
+    def _query_gallery_metrics(self, q: Tensor, g: Tensor) -> dict[str, float]:
+        dm = self.trainer.datamodule
+        qp, qc = _ids(dm.data.query)
+        gp, gc = _ids(dm.data.gallery)
+        metrics = evaluate(q, g, qp, qc, gp, gc, metric=self.eval_metric).as_dict(percent=True)
+        return {k: float(v) for k, v in metrics.items()}
+
+    @torch.no_grad()
+    def evaluate_initial(self) -> dict[str, float]:
+        """Evaluate the network before any training step ("ImageNet (untrained)", MLCR Table 2's first row);
+        recorded as epoch 0 of `history`. Mode is restored afterwards."""
+        was_training = self.training
+        self.eval()
+        feats = []
+        for loader in self.trainer.datamodule.val_dataloader():
+            rows = []
+            for batch in loader:
+                f = self.backbone.extract(batch["image"].to(self.device))
+                rows.append(torch.cat([batch["index"].unsqueeze(1).to(f), f], 1))
+            feats.append(_ordered(rows))
+        self.train(was_training)
+        metrics = self._query_gallery_metrics(*feats)
+        self.history.insert(0, {"epoch": 0, **metrics})
+        return metrics
 
 
 def _ordered(chunks: list[Tensor]) -> Tensor:
