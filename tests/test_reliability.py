@@ -343,6 +343,8 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(data_root, tm
     assert [e["epoch"] for e in b["per_epoch"]] == [0, 1, 2, 3]  # 0: the untrained network
     for ea, eb in zip(a["per_epoch"], b["per_epoch"], strict=True):
         assert eb == pytest.approx(ea, abs=1e-6)
+    for da, db in zip(a.get("diagnostics", []), b.get("diagnostics", []), strict=True):  # kNN diagnostics too
+        assert db == pytest.approx(da, abs=1e-6)
     assert b["resumed_from"] == str(killed / "checkpoints" / LAST)
     with open(killed / "csv" / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))

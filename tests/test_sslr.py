@@ -285,7 +285,8 @@ def test_tiny_run_logs_every_iteration(data_root, tmp_path):
     """Stage 0 (1 epoch) + 2 iterations of 1 epoch; Lightning never validates (eval_every > max_epochs), so
     every metrics entry comes from the per-iteration evaluation."""
     cfg = compose_cfg(data_root, "experiment=sslr/sslr", "max_epochs=3", "eval_every=100", "data.batch_size=16",
-                      "method.schedule.stage0_epochs=1", "method.schedule.epochs_per_iteration=1")
+                      "method.schedule.stage0_epochs=1", "method.schedule.epochs_per_iteration=1",
+                      "eval_initial=false")  # no epoch-0 entry: every entry is an iteration end
     record = run(cfg, tmp_path / "run")
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved["row"] == "sslr" and saved["artefact"] == "sslr"
@@ -309,7 +310,7 @@ def test_resume_mid_iteration_matches_an_uninterrupted_run(data_root, tmp_path):
     """Interrupt after the first epoch of a 2-epoch iteration: the resumed run must reuse the stored reliable
     sets (recomputing them from the later network would change the result)."""
     common = ("experiment=sslr/sslr", "max_epochs=3", "eval_every=1", "seed=2", "data.batch_size=16",
-              "method.schedule.stage0_epochs=1", "method.schedule.epochs_per_iteration=2")
+              "method.schedule.stage0_epochs=1", "method.schedule.epochs_per_iteration=2", "eval_initial=false")
     straight = run(compose_cfg(data_root, *common), tmp_path / "straight")
     first = run(compose_cfg(data_root, *common, "debug.stop_after_epochs=2"), tmp_path / "resumed")
     assert first == {"interrupted_after_epochs": 2}
