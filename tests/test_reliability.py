@@ -565,6 +565,7 @@ def test_the_report_flags_a_cell_that_averages_runs_with_different_settings(tmp_
     base = {"max_epochs": 6, "seed": 0, "paths": {"output_dir": "/a"}, "method": {"meta": {"seed": 0}, "mu": 0.5}}
     other_seed = {**base, "seed": 1, "paths": {"output_dir": "/b"}, "method": {"meta": {"seed": 1}, "mu": 0.5}}
     assert differing_settings([base, other_seed]) == {}  # seeds and paths may differ within a cell
+    assert differing_settings([base, {**base, "audit_images": True}]) == {}  # a key only newer runs have
     adhoc = {**base, "max_epochs": 2, "method": {"meta": {"seed": 2}, "mu": 0.9}}
     assert differing_settings([base, other_seed, adhoc]) == {"max_epochs": [6, 6, 2], "method.mu": [0.5, 0.5, 0.9]}
 

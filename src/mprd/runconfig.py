@@ -63,13 +63,15 @@ def _ignored(key: str) -> bool:
 
 
 def differing_settings(configs: Iterable[Mapping[str, Any] | None]) -> dict[str, list[Any]]:
-    """{key: [value per run]} for every compared key whose value is not the same in all runs with a config."""
+    """{key: [value per run]} for every compared key whose value is not the same in all runs with a config.
+
+    Only keys every config has are compared: a key that a later version of the suite added (with a default)
+    is not a difference between the runs' settings."""
     flat = [flatten(c) for c in configs if c]
     if len(flat) < 2:
         return {}
-    keys = sorted({k for f in flat for k in f if not _ignored(k)})
-    _missing = "<absent>"
-    return {k: [f.get(k, _missing) for f in flat] for k in keys if len({repr(f.get(k, _missing)) for f in flat}) > 1}
+    keys = sorted(k for k in set.intersection(*(set(f) for f in flat)) if not _ignored(k))
+    return {k: [f[k] for f in flat] for k in keys if len({repr(f[k]) for f in flat}) > 1}
 
 
 def settings_notes(key: str, runs: Sequence[Mapping[str, Any]], show: int = 4) -> list[str]:
