@@ -577,3 +577,46 @@ def test_the_report_flags_a_cell_that_averages_runs_with_different_settings(tmp_
     write("c", 2, adhoc)
     text = render_markdown(aggregate(collect_runs(tmp_path), "table1", paper=paper), date="2000-01-01")
     assert "row knn averages runs with different settings: max_epochs = 6, 2; method.mu = 0.5, 0.9" in text
+
+
+# A training process that SIGKILLs itself half-way through writing its second end-of-epoch checkpoint (the
+# one written as epoch index 2 starts): Lightning's writer is wrapped, nothing in mprd is changed.
+_KILL_IN_WRITE = """
+import io, os, signal, sys
+import lightning.fabric.plugins.io.torch_io as tio
+import torch
+
+def half_write_then_die(checkpoint, path):
+    if checkpoint["epoch"] == 2:
+        buf = io.BytesIO()
+        torch.save(checkpoint, buf)
+        with open(path, "wb") as f:
+            f.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+        os.kill(os.getpid(), signal.SIGKILL)
+    original(checkpoint, path)
+
+original, tio._atomic_save = tio._atomic_save, half_write_then_die
+import runpy
+runpy.run_module("mprd.train", run_name="__main__", alter_sys=True)  # as `python -m mprd.train`
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_during_a_checkpoint_write_keeps_the_good_one(data_root, tmp_path):
+    common = ("method=knn", "max_epochs=3", "eval_every=1", "seed=1", "data.batch_size=16")
+    straight = _train(tmp_path / "straight", data_root, *common)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    killed = tmp_path / "killed"
+    args = [sys.executable, "-c", _KILL_IN_WRITE, f"paths.root_dir={data_root}", f"hydra.run.dir={killed}",
+            "dataset.synthetic.preset=tiny", "logger.wandb.enabled=false", "trainer.enable_progress_bar=false",
+            "data.test_batch_size=64", *common]
+    proc = subprocess.run(args, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    ckpts = killed / "checkpoints"
+    assert checkpoint_problem(ckpts / (LAST + ".tmp")) is not None  # the half-written file
+    assert torch.load(ckpts / LAST, weights_only=False)["epoch"] == 1  # the good one, untouched
+    resumed = _train(killed, data_root, *common, "auto_resume=true")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    b = json.loads((killed / "metrics.json").read_text())
+    assert b["final"] == pytest.approx(a["final"], abs=1e-6) and b["resumed_from"] == str(ckpts / LAST)
