@@ -155,6 +155,10 @@ def test_a_missing_checkpoint_is_named(tmp_path):
         run(compose_cfg(tmp_path, "method=knn", f"ckpt_path={tmp_path / 'no.ckpt'}"), tmp_path / "run")
 
 
+def test_a_folder_is_not_a_checkpoint(tmp_path):
+    assert checkpoint_problem(tmp_path) == "a folder, not a checkpoint file"
+
+
 def test_a_checkpoint_without_training_state_is_refused(tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "weights.ckpt")
     why = checkpoint_problem(tmp_path / "weights.ckpt")

@@ -48,7 +48,7 @@ def checkpoint_problem(path: Path) -> str | None:
 
     path = Path(path)
     if not path.is_file():
-        return "no such file"
+        return "a folder, not a checkpoint file" if path.is_dir() else "no such file"
     if path.stat().st_size == 0:
         return "empty file (0 bytes)"
     try:
