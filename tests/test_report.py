@@ -554,3 +554,10 @@ def test_untrained_row_from_epoch0_evaluations_and_beats_marks(tmp_path: Path, p
     # Kendall τ is taken over the paper's own rows only, never the derived untrained row
     tau_line = next(line for line in md.splitlines() if "Kendall" in line)
     assert "over these 3 rows" in tau_line
+    assert "MPRD closes" not in md  # no MPRD run: no gap line
+
+
+def test_gap_closed_line_ours_and_paper(runs_dir: Path, paper: dict) -> None:
+    md = render_markdown(aggregate(_runs(runs_dir), "table1", paper=paper))
+    # fixture: single mAP 5, super 50, mprd 30 -> 25 / 45 = 56 %; paper Market: (51.1 - 15.5) / (68.5 - 15.5) = 67 %
+    assert "- MPRD closes 56 % of our Single → Super. mAP gap (paper: 67 %)." in md
