@@ -32,11 +32,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from mprd.rerank import RerankParams
 
 __all__ = ["JUNK_PID", "ReIDMetrics", "default_chunk_size", "evaluate", "pairwise_scores"]
 
@@ -236,12 +239,14 @@ def evaluate(
     ranks: Sequence[int] = (1, 5, 10),
     max_rank: int = 50,
     chunk_size: int | None = None,
+    rerank: RerankParams | None = None,
 ) -> ReIDMetrics:
     """CMC / mAP / mINP of the single-query protocol (module docstring). Exact, chunked over queries.
 
     Runs on the device of `query_feats` (CPU for numpy input); features are compared in float32.
     `metric`: 'cosine' (rows L2-normalised here) or 'euclidean' (squared distance). `chunk_size`:
     queries per chunk (None: `default_chunk_size(num_gallery)`, ~200 MB of working memory).
+    `rerank`: rank by the k-reciprocal re-ranked distance (`mprd.rerank`, on CPU) instead of the metric.
     Raises ValueError on malformed input or when no query has a valid match.
     """
     if metric not in ("cosine", "euclidean"):
@@ -261,15 +266,27 @@ def evaluate(
         gf, gp, gc = gf[keep], gp[keep], gc[keep]
         if gf.shape[0] == 0:
             raise ValueError("evaluate: the gallery holds only junk (pid -1) items")
-    q_all, g_all, half_sq = _prepare_features(qf, gf, metric)
+    if rerank is not None:
+        from mprd.rerank import RerankScorer
+
+        scorer = RerankScorer(qf, gf, metric, rerank)
+        qp, qc, gp, gc = qp.cpu(), qc.cpu(), gp.cpu(), gc.cpu()
+        num_query, num_gallery = qf.shape[0], gf.shape[0]
+    else:
+        q_all, g_all, half_sq = _prepare_features(qf, gf, metric)
+        num_query, num_gallery = q_all.shape[0], g_all.shape[0]
+
+        def scorer(start: int, stop: int) -> Tensor:
+            return pairwise_scores(q_all[start:stop], g_all, half_sq)
+
     index = _PidIndex(gp)
-    chunk = chunk_size or default_chunk_size(g_all.shape[0])
+    chunk = chunk_size or default_chunk_size(num_gallery)
 
     firsts, aps, inps = [], [], []
     num_skipped = 0
     with torch.no_grad():
-        for start in range(0, q_all.shape[0], chunk):
-            stop = min(start + chunk, q_all.shape[0])
+        for start in range(0, num_query, chunk):
+            stop = min(start + chunk, num_query)
             rows, cols = index.pairs(qp[start:stop])
             same_cam = gc[cols] == qc[start:stop][rows]
             pos_rows, pos_cols = rows[~same_cam], cols[~same_cam]
@@ -278,7 +295,7 @@ def evaluate(
             num_skipped += int((~has).sum())
             if not bool(has.any()):
                 continue
-            scores = pairwise_scores(q_all[start:stop], g_all, half_sq)
+            scores = scorer(start, stop)
             pos_rows_sorted, ranks_sorted = _chunk_positive_ranks(scores, pos_rows, pos_cols, rows[same_cam],
                                                                   cols[same_cam])
             del scores
@@ -287,7 +304,7 @@ def evaluate(
             aps.append(ap)
             inps.append(inp)
     if not firsts:
-        raise ValueError(f"evaluate: none of the {q_all.shape[0]} queries has a valid match in the gallery "
+        raise ValueError(f"evaluate: none of the {num_query} queries has a valid match in the gallery "
                          "(same pid on another camera); check the query/gallery split")
     return _summarise(torch.cat(firsts), torch.cat(aps), torch.cat(inps), num_skipped, ranks, max_rank)
 
