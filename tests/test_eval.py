@@ -196,3 +196,58 @@ def test_export_never_overwrites(trained, tmp_path):
         export(compose_eval(root, f"ckpt={ckpt}"))
     with pytest.raises(ValueError, match=r"out='.*b\.onnx': expected a \.pth"):
         export(compose_eval(root, f"ckpt={ckpt}", f"out={tmp_path / 'b.onnx'}"))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Extract
+def test_extract_a_folder_recursively_skipping_unreadable_images(trained, tmp_path, caplog):
+    import numpy as np
+    from PIL import Image
+
+    from mprd.data.datasets import load_image
+    from mprd.data.transforms import build_test_transform
+    from mprd.extract import extract
+
+    root, ckpt, _ = trained
+    folder = tmp_path / "imgs"
+    (folder / "sub" / "deeper").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    names = ["b.jpg", "sub/a.png", "sub/deeper/c.JPEG"]
+    for name in names:
+        Image.fromarray(rng.integers(0, 255, (40, 20, 3), dtype=np.uint8)).save(folder / name)
+    (folder / "sub" / "broken.jpg").write_bytes(b"not a jpeg")
+    (folder / "notes.txt").write_text("ignored")
+    out = tmp_path / "f.npz"
+    result = extract(compose_eval(root, f"ckpt={ckpt}", f"images={folder}", f"out={out}", "batch_size=2"))
+    saved = np.load(out)
+    assert list(saved["paths"]) == ["b.jpg", "sub/a.png", "sub/deeper/c.JPEG"]
+    assert list(saved["skipped"]) == ["sub/broken.jpg"]
+    assert "sub/broken.jpg" in caplog.text and "skipped 1 unreadable image(s) of 4" in caplog.text
+    # each row is the model's test feature of that file
+    model = load_model(compose_eval(root, f"ckpt={ckpt}"))
+    transform = build_test_transform(64, 32, model.mean, model.std)
+    x = torch.stack([transform(load_image(folder / n)) for n in saved["paths"]])
+    with torch.no_grad():
+        assert np.allclose(saved["features"], model.backbone.extract(x).numpy(), atol=1e-5)
+    assert torch.equal(result["features"], torch.from_numpy(saved["features"]))
+    with pytest.raises(ValueError, match=r"f\.npz': already exists"):
+        extract(compose_eval(root, f"ckpt={ckpt}", f"images={folder}", f"out={out}"))
+    pt = tmp_path / "f.pt"
+    extract(compose_eval(root, f"ckpt={ckpt}", f"images={folder}", f"out={pt}"))
+    assert torch.load(pt)["paths"] == list(saved["paths"])
+
+
+@pytest.mark.parametrize("images,out,message", [
+    (None, "f.npz", "images: required"),
+    ("missing", "f.npz", "images='.*missing': not a folder"),
+    ("empty", "f.npz", "no .jpg/.jpeg/.png file below it"),
+    ("empty", "f.csv", r"out='.*f\.csv': expected a \.npz or \.pt"),
+])
+def test_extract_bad_input_is_named(trained, tmp_path, images, out, message):
+    from mprd.extract import extract
+
+    root, ckpt, _ = trained
+    (tmp_path / "empty").mkdir()
+    args = [f"ckpt={ckpt}", f"out={tmp_path / out}"] + ([f"images={tmp_path / images}"] if images else [])
+    with pytest.raises(ValueError, match=message):
+        extract(compose_eval(root, *args))
