@@ -133,7 +133,7 @@ def export(cfg: DictConfig) -> list[Path]:
     return targets
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="eval")
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="export")
 def main(cfg: DictConfig) -> None:
     for path in export(cfg):
         print(path)

@@ -139,7 +139,7 @@ def save(result: dict[str, Any], out: Path) -> None:
     tmp.replace(out)
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="eval")
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="extract")
 def main(cfg: DictConfig) -> None:
     result = extract(cfg)
     print(f"{len(result['paths'])} features -> {cfg.out}; skipped {len(result['skipped'])}")

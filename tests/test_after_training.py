@@ -1,4 +1,4 @@
-"""After training: mprd.eval and mprd.export on a checkpoint trained for one epoch on the `tiny` synthetic set."""
+"""After training: mprd.eval, export, extract and visualize on a checkpoint trained for one epoch on the `tiny` synthetic set."""
 
 from __future__ import annotations
 
@@ -7,15 +7,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from PIL import Image
 
 from mprd import eval as mprd_eval
+from mprd.data.records import ImageRecord
+from mprd.evaluation import evaluate
 from mprd.export import export
 from mprd.inference import features_of, load_model
 from mprd.models.backbone import build_backbone
 from mprd.train import run as train_run
+from mprd.visualize import BORDER, GAP, GREEN, GREY, RED, TITLE_H, ranked_list, render, visualize
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -251,3 +256,66 @@ def test_extract_bad_input_is_named(trained, tmp_path, images, out, message):
     args = [f"ckpt={ckpt}", f"out={tmp_path / out}"] + ([f"images={tmp_path / images}"] if images else [])
     with pytest.raises(ValueError, match=message):
         extract(compose_eval(root, *args))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Visualize
+def _records(folder, ids_cams):
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, (pid, cam) in enumerate(ids_cams):
+        path = folder / f"{i}.png"
+        Image.new("RGB", (16, 32), (i * 20 % 255, 90, 90)).save(path)
+        out.append(ImageRecord(str(path), pid, cam, i))
+    return out
+
+
+def test_ranked_list_by_hand(tmp_path):
+    # query: id 5 on camera 0. Gallery by decreasing score: g3 (id 5, cam 0: excluded), g0 (id 7: wrong),
+    # g4 (junk: excluded), g1 (id 5, cam 1: match), g2 (id 5, cam 2: match), g5 (id 8: wrong)
+    query = _records(tmp_path / "q", [(5, 0)])
+    gallery = _records(tmp_path / "g", [(7, 1), (5, 1), (5, 2), (5, 0), (-1, 1), (8, 2)])
+    scores = np.array([0.9, 0.8, 0.7, 0.95, 0.85, 0.1])
+    got = ranked_list(scores, query[0], gallery, top_k=3)
+    assert [(i.gallery_index, i.status, i.rank) for i in got.items] == [
+        (3, "excluded", None), (0, "wrong", 1), (4, "excluded", None), (1, "match", 2), (2, "match", 3)]
+    assert got.ap == pytest.approx((1 / 2 + 2 / 3) / 2)  # hits at ranks 2 and 3 among the kept items
+    image = render(got, query, gallery)
+    tile_w = (image.width - 2 * GAP) // 6 - GAP
+    colours = []
+    for k in range(1, 6):
+        x = GAP + k * (tile_w + GAP) + GAP + 1
+        colours.append(image.getpixel((x, TITLE_H + BORDER + 20)))
+    assert colours == [GREY, RED, GREY, GREEN, GREEN]
+    assert ranked_list(scores, ImageRecord("q", 9, 0, 0), gallery, 3) is None  # no valid match
+
+
+def test_visualize_end_to_end_ap_matches_the_evaluation(trained, tmp_path):
+    from mprd.eval import build_eval_datamodule, query_gallery_features
+    from mprd.inference import load_model
+
+    root, ckpt, _ = trained
+    cfg = compose_eval(root, f"ckpt={ckpt}", "num_queries=4", "top_k=5", config="visualize")
+    written = visualize(cfg, tmp_path)
+    assert len(written) == 4 and all(p.is_file() for p, _ in written)
+    assert {p.parent for p, _ in written} == {tmp_path / "ranked_lists"}
+    model = load_model(cfg)
+    dm = build_eval_datamodule(cfg, model)
+    qf, gf = query_gallery_features(cfg, model, dm)
+    gp = [g.pid for g in dm.data.gallery]
+    gc = [g.camid for g in dm.data.gallery]
+    for _, ranked in written:
+        q = dm.data.query[ranked.query_index]
+        one = evaluate(qf[ranked.query_index : ranked.query_index + 1], gf, [q.pid], [q.camid], gp, gc)
+        assert ranked.ap == pytest.approx(one.mAP, abs=1e-9)
+        assert sum(i.rank is not None for i in ranked.items) == 5
+    with pytest.raises(ValueError, match="already exists"):
+        visualize(cfg, tmp_path)
+
+
+@pytest.mark.parametrize("override,message", [("num_queries=0", "num_queries=0: expected an integer >= 1"),
+                                              ("top_k=0", "top_k=0: expected an integer >= 1")])
+def test_visualize_bad_options(trained, tmp_path, override, message):
+    root, ckpt, _ = trained
+    with pytest.raises(ValueError, match=message):
+        visualize(compose_eval(root, f"ckpt={ckpt}", override, config="visualize"), tmp_path)
