@@ -319,3 +319,18 @@ def test_visualize_bad_options(trained, tmp_path, override, message):
     root, ckpt, _ = trained
     with pytest.raises(ValueError, match=message):
         visualize(compose_eval(root, f"ckpt={ckpt}", override, config="visualize"), tmp_path)
+
+
+def test_eval_command_line(trained, tmp_path):
+    """`python -m mprd.eval ckpt=...` as the README shows it: prints the table, writes its own metrics.json."""
+    root, ckpt, record = trained
+    args = [sys.executable, "-m", "mprd.eval", f"ckpt={ckpt}", f"paths.root_dir={root}",
+            "dataset.synthetic.preset=tiny", f"hydra.run.dir={tmp_path / 'cli'}"]
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    done = subprocess.run(args, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    saved = json.loads((tmp_path / "cli" / "metrics.json").read_text())
+    assert saved["final"]["mAP"] == pytest.approx(record["final"]["mAP"], abs=1e-6)
+    assert f"{record['final']['mAP']:9.2f}" in done.stdout
+    bad = subprocess.run(args[:3] + ["ckpt=/nowhere.ckpt"] + args[4:], capture_output=True, text=True, env=env)
+    assert bad.returncode != 0 and "ckpt='/nowhere.ckpt': no such file" in bad.stderr
