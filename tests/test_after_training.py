@@ -1,4 +1,4 @@
-"""After training: mprd.eval, export, extract and visualize on a checkpoint trained for one epoch on the `tiny` synthetic set."""
+"""After training: mprd.eval, export, extract and visualize on a checkpoint trained one epoch on synthetic `tiny`."""
 
 from __future__ import annotations
 
@@ -206,9 +206,6 @@ def test_export_never_overwrites(trained, tmp_path):
 # ----------------------------------------------------------------------------------------------------------------
 # Extract
 def test_extract_a_folder_recursively_skipping_unreadable_images(trained, tmp_path, caplog):
-    import numpy as np
-    from PIL import Image
-
     from mprd.data.datasets import load_image
     from mprd.data.transforms import build_test_transform
     from mprd.extract import extract

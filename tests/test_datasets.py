@@ -432,7 +432,8 @@ def test_msmt17_market_style_with_fake_copies(tmp_path):
     assert [(Path(r.path).name, r.pid, r.camid) for r in data.train] == [
         ("0000_c14_0001.jpg", 0, 13), ("0000_c1_0000.jpg", 0, 0), ("0001_c15_0002.jpg", 1, 14)]
     names = {i: [Path(p).name for p in v] for i, v in data.camstyle.items()}
-    assert names == {0: ["0000_c14_0001_fake_2.jpg"], 1: ["0000_c1_0000_fake_3.jpg", "0000_c1_0000_fake_1to7.jpg"],  # by path
+    assert names == {0: ["0000_c14_0001_fake_2.jpg"],
+                     1: ["0000_c1_0000_fake_3.jpg", "0000_c1_0000_fake_1to7.jpg"],  # sorted by path
                      2: ["0001_c15_0002_fake_1.jpg"]}
     assert load_dataset("msmt17", root, camstyle=False).camstyle == {}
     assert [r.camid for r in load_dataset("msmt17", root, version="market").gallery] == [4, 8]

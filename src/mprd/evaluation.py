@@ -305,7 +305,8 @@ def evaluate(
 
     index = _PidIndex(gp)
     # a chunk's global bin ids must stay below 2^24 (float32-exact); results never depend on the chunking
-    chunk = min(chunk_size or default_chunk_size(num_gallery), max(1, (_MAX_BIN_IDS - 1) // (_num_bins(num_gallery) + 3)))
+    bin_cap = max(1, (_MAX_BIN_IDS - 1) // (_num_bins(num_gallery) + 3))
+    chunk = min(chunk_size or default_chunk_size(num_gallery), bin_cap)
 
     firsts, aps, inps = [], [], []
     num_skipped = 0
