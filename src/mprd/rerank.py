@@ -67,11 +67,16 @@ class _Features:
     """All q + g features prepared for one metric, with pairwise distances on demand."""
 
     def __init__(self, feats: Tensor, metric: str) -> None:
-        from mprd.evaluation import _prepare_features
-
-        self.x, _, half = _prepare_features(feats, feats[:1], metric)
-        self.half = None if half is None else torch.cat([(b * b).sum(1) for b in self.x.split(1 << 14)]).mul_(-0.5)
-        self.sq = None if self.half is None else -2.0 * self.half
+        """`feats`: a float32 (N, d) tensor this object may own and modify (cosine: rows normalised in place)."""
+        if metric not in ("cosine", "euclidean"):
+            raise ValueError(f"rerank: metric must be 'cosine' or 'euclidean', got {metric!r}")
+        self.x = feats
+        sq = torch.cat([(b * b).sum(1) for b in feats.split(1 << 14)])
+        if metric == "cosine":  # as torch.nn.functional.normalize (eps 1e-12), without a second copy
+            self.x.div_(sq.sqrt().clamp_(min=1e-12).unsqueeze(1))
+            self.half = self.sq = None
+        else:
+            self.half, self.sq = -0.5 * sq, sq
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -99,18 +104,25 @@ class _Features:
 
 
 def _neighbours(feats: _Features, k: int) -> tuple[Tensor, Tensor]:
-    """(N, k) nearest items of every item (itself included, nearest first) and each row's max of d^2."""
+    """(N, k) nearest items of every item (itself included, nearest first) and each row's max of d^2.
+
+    Works on the scores (higher = closer): the distance is a decreasing function of them, so the top-k
+    scores are the k nearest items and the lowest score gives the row's largest distance.
+    """
+    from mprd.evaluation import pairwise_scores
+
     n = len(feats)
     k = min(k, n)
     nbr = torch.empty(n, k, dtype=torch.long)
     row_max = torch.empty(n, dtype=torch.float32)
     step = max(1, _CHUNK_ELEMENTS // n)
     for s in range(0, n, step):
-        d = feats.block(slice(s, s + step))
-        order = torch.topk(d, k, dim=1, largest=False, sorted=True).indices
-        # topk does not promise a stable order among equal distances; the textbook argsort ranks ties by index
-        nbr[s : s + step] = _stable_ties(d, order)
-        row_max[s : s + step] = d.amax(1).square()
+        scores = pairwise_scores(feats.x[s : s + step], feats.x, feats.half)
+        top = torch.topk(scores, k, dim=1, largest=True, sorted=False).indices
+        # topk does not promise an order among equal scores; the textbook's sort ranks ties by index
+        nbr[s : s + step] = _stable_ties(-scores, top)
+        lowest = scores.amin(1, keepdim=True)
+        row_max[s : s + step] = _distance(lowest, None if feats.sq is None else feats.sq[s : s + step])[:, 0].square()
     return nbr, row_max
 
 
