@@ -143,3 +143,8 @@ def test_evaluate_with_rerank_uses_the_reranked_order():
 def test_bad_parameters_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         RerankParams(**kwargs)
+
+
+def test_bad_metric_is_named():
+    with pytest.raises(ValueError, match="rerank: metric must be 'cosine' or 'euclidean', got 'l1'"):
+        RerankScorer(torch.zeros(2, 3), torch.ones(4, 3), "l1")

@@ -17,6 +17,7 @@ The original distance follows torchreid: d = the metric's distance (cosine: 1 - 
 Euclidean), squared, then divided by its row maximum over all q + g items. Defaults k1 = 20, k2 = 6,
 lambda = 0.3 (the paper's). `rerank_distance` returns the dense q x g result for small sets (tests);
 `RerankScorer` yields it chunk by chunk as scores (higher = closer) for `mprd.evaluation.evaluate`.
+Equal distances rank by item index (a stable sort; the textbook's default quicksort leaves that open).
 Peak memory: the features plus O(N (k1 + k1^2/2 k2)) sparse entries plus one chunk of queries x gallery.
 """
 
