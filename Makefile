@@ -35,6 +35,22 @@ smoke: $(STAMP) ## One short run: knn on the tiny synthetic set
 train: $(STAMP) ## Train one method: make train ARGS="method=ss"
 	$(BIN)/python -m mprd.train $(ARGS)
 
+# After training (README "After training"): CKPT = a run's checkpoints/last.ckpt or an exported .pth.
+#   DATASET / DATA_ROOT / PRESET as below; EXTRA="rerank=true test.flip=true ..." adds any override.
+AFTER = ckpt=$(CKPT) dataset=$(DATASET) $(if $(DATA_ROOT),dataset.root=$(DATA_ROOT)) preset=$(PRESET) $(EXTRA)
+NEED_CKPT = @test -n "$(CKPT)" || { echo "CKPT=path/to/last.ckpt (or an exported .pth) is required"; exit 2; }
+NUM_QUERIES ?= 20
+
+eval: $(STAMP) ## Evaluate a checkpoint: make eval CKPT=.../last.ckpt [DATASET=.. DATA_ROOT=..] [EXTRA="rerank=true"]
+	$(NEED_CKPT)
+	$(BIN)/python -m mprd.eval $(AFTER)
+
+visualize: $(STAMP) ## Ranked-list PNGs of a checkpoint: make visualize CKPT=... [NUM_QUERIES=20] [DATASET=..]
+	$(NEED_CKPT)
+	$(BIN)/python -m mprd.visualize num_queries=$(NUM_QUERIES) $(AFTER)
+
+.PHONY: eval visualize
+
 # ---------------------------------------------------------------------------------------------------
 # Reproduction targets: a Hydra multirun over the artefact's rows, then its report in experiments/results/.
 #   DATASET=synthetic (default; CPU preset) | market1501 | dukemtmc | msmt17 | cuhk03np   DATA_ROOT=/path

@@ -2,7 +2,7 @@
 
 (a) `--scale market`: 3,368 queries x 15,913 gallery, d = 2048, pids/cameras in Market proportions
     (750 test ids, 6 cameras, 2,793 distractors with pid 0). Times `evaluate` end to end and the bare
-    query x gallery matmul in the same process, and prints the ratio (goal <= 2x).
+    query x gallery matmul in the same process, and prints the ratio (goal <= 1.5x).
 (b) `--scale msmt`: 11,659 x 82,161, d = 2048, 3,060 ids, 15 cameras. Prints wall time and the peak RSS
     of the process (goal < 4 GB; the features alone take ~770 MB).
 
@@ -98,7 +98,7 @@ def run_market(args: argparse.Namespace) -> list[tuple[str, str]]:
         ("scale", f"market {scale.num_query} x {scale.num_gallery}, d={args.dim}, chunk={chunk}"),
         ("evaluate: wall / CPU (s)", f"{res['eval_wall']:.3f} / {res['eval_cpu']:.3f}"),
         ("bare matmul: wall / CPU (s)", f"{res['mm_wall']:.3f} / {res['mm_cpu']:.3f}"),
-        ("ratio wall / CPU (goal <= 2)", f"{res['eval_wall'] / res['mm_wall']:.2f} / "
+        ("ratio wall / CPU (goal <= 1.5)", f"{res['eval_wall'] / res['mm_wall']:.2f} / "
                                          f"{res['eval_cpu'] / res['mm_cpu']:.2f}"),
         ("valid / skipped", f"{m.num_valid} / {m.num_skipped}"),
         ("R1 / mAP / mINP (%)", f"{100 * m.rank1:.2f} / {100 * m.mAP:.2f} / {100 * m.mINP:.3f}"),

@@ -213,8 +213,12 @@ def test_msmt17_version_detection(tmp_path):
     assert "mask_test_v2" in load_dataset("msmt17", v2, version="v2").query[0].path
     with pytest.raises(DatasetError, match="version='v3'"):
         load_dataset("msmt17", v2, version="v3")
-    with pytest.raises(DatasetError, match="neither"):
+    # a folder above MSMT17_V2/ descends into it (and finds both versions there)
+    with pytest.raises(DatasetError, match="MSMT17_V2 holds both V1 and V2"):
         load_dataset("msmt17", tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="neither"):
+        load_dataset("msmt17", tmp_path / "empty")
 
 
 @pytest.mark.parametrize(
@@ -375,3 +379,73 @@ def test_cuhk03np_matches_published_numbers():
     assert not train_ids & {r.pid for r in data.query + data.gallery}
     assert {r.pid for r in data.query} <= {r.pid for r in data.gallery}
     assert load_image(data.query[0].path).size == (64, 128)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Ecosystem conventions: roots above the official folder, key aliases, MSMT17 in Market style
+# ---------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("sub", ["Market-1501-v15.09.15", "market1501/Market-1501-v15.09.15"])
+def test_root_above_the_official_folder_is_descended(tmp_path, sub, caplog):
+    import logging
+
+    inner = make_market(tmp_path / sub)
+    with caplog.at_level(logging.INFO, logger="mprd.data.datasets"):
+        data = load_dataset("market1501", tmp_path)
+    assert data.root == str(inner) and len(data.train) == 4
+    assert f"holds the official folder {sub}" in caplog.text
+
+
+def test_two_official_folders_are_ambiguous(tmp_path):
+    make_msmt(tmp_path / "MSMT17_V1", "v1")
+    make_msmt(tmp_path / "MSMT17_V2", "v2")
+    with pytest.raises(DatasetError, match=r"holds 2 copies .*MSMT17_V1.*MSMT17_V2.*set dataset.root"):
+        load_dataset("msmt17", tmp_path)
+    assert load_dataset("msmt17", tmp_path / "MSMT17_V2").root == str(tmp_path / "MSMT17_V2")
+
+
+def test_cuhk03np_detected_folder_and_aliases(tmp_path):
+    det = tmp_path / "cuhk03-np" / "detected"
+    _write(det / "bounding_box_train", ["0001_c1s1_000001_00.jpg", "0001_c2s1_000002_00.jpg"])
+    _write(det / "query", ["0002_c1s2_000001_00.jpg"])
+    _write(det / "bounding_box_test", ["0002_c2s2_000002_00.jpg"])
+    (tmp_path / "cuhk03-np" / "labeled").mkdir()
+    for alias in ("cuhk03np", "cuhk03-np", "CUHK03_NP"):
+        data = load_dataset(alias, tmp_path)
+        assert data.name == "cuhk03np" and data.root == str(tmp_path / "cuhk03-np" / "detected")
+    duke = tmp_path / "d" / "DukeMTMC-reID"
+    make_market(duke, gallery=["0002_c8_f0000001.jpg"])  # Market names with cameras <= 8 parse as Duke
+    assert load_dataset("dukemtmcreid", tmp_path / "d").name == "dukemtmc"
+    with pytest.raises(DatasetError, match="unknown dataset 'viper'.*alias: .*dukemtmcreid"):
+        load_dataset("viper", tmp_path)
+
+
+def test_msmt17_market_style_with_fake_copies(tmp_path):
+    root = tmp_path / "msmt17" / "MSMT17_V1"
+    _write(root / "bounding_box_train", ["0000_c1_0000.jpg", "0000_c14_0001.jpg", "0001_c15_0002.jpg",
+                                         "0000_c1_0000_fake_3.jpg", "0001_c15_0002_fake_1.jpg"])
+    _write(root / "query", ["0000_c2_0000.jpg"])
+    _write(root / "bounding_box_test", ["0000_c5_0001.jpg", "0003_c9_0002.jpg"])
+    _write(root / "bounding_box_train_camstyle", ["0000_c14_0001_fake_2.jpg", "0000_c1_0000_fake_1to7.jpg"])
+    data = load_dataset("msmt17", tmp_path)  # descends msmt17/MSMT17_V1, detects the Market style
+    assert data.root == str(root)
+    # the _fake_ copies in bounding_box_train are CamStyle, not train images; cameras up to 15
+    assert [(Path(r.path).name, r.pid, r.camid) for r in data.train] == [
+        ("0000_c14_0001.jpg", 0, 13), ("0000_c1_0000.jpg", 0, 0), ("0001_c15_0002.jpg", 1, 14)]
+    names = {i: [Path(p).name for p in v] for i, v in data.camstyle.items()}
+    assert names == {0: ["0000_c14_0001_fake_2.jpg"],
+                     1: ["0000_c1_0000_fake_3.jpg", "0000_c1_0000_fake_1to7.jpg"],  # sorted by path
+                     2: ["0001_c15_0002_fake_1.jpg"]}
+    assert load_dataset("msmt17", root, camstyle=False).camstyle == {}
+    assert [r.camid for r in load_dataset("msmt17", root, version="market").gallery] == [4, 8]
+    _write(root / "bounding_box_train", ["0000_c16_0003.jpg"])
+    with pytest.raises(DatasetError, match=r"0000_c16_0003\.jpg has pid 0 / camera 16 .*camera in 1..15"):
+        load_dataset("msmt17", root)
+
+
+def test_hydra_alias_config_dukemtmcreid():
+    from hydra import compose, initialize_config_dir
+
+    conf = str(Path(__file__).resolve().parents[1] / "conf")
+    with initialize_config_dir(config_dir=conf, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["dataset=dukemtmcreid", "dataset.root=/data/x"])
+    assert (cfg.dataset.name, cfg.dataset.root, cfg.run_name) == ("dukemtmc", "/data/x", "knn-dukemtmc")

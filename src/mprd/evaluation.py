@@ -19,24 +19,28 @@ Rank-k, mAP and mINP are means over the valid queries.
 
 Implementation (exact, no per-query sort of the gallery): a positive's rank is 1 + the number of kept
 gallery items ranked above it. Per query, the score range between its worst and best positive is cut
-into equal bins; since float rounding is monotone, an item in a higher bin scores strictly higher, so a
-per-row histogram of bins counts most items, and only the few items sharing a bin with a positive are
-compared exactly, by an int64 key packing (score, gallery index). The removed same-pid/same-camera items
-come from a pid -> gallery-items index (no query x gallery mask) and are sent below every positive.
-Work is chunked over queries; peak extra memory is about 12 bytes x chunk_size x num_gallery. At
-Market-1501 scale on 2 CPU threads this adds ~0.4x the query x gallery matmul (a full argsort would
-add ~1.3x; counting with `searchsorted` against the sorted positives, ~0.8x).
+into equal bins by one monotone float map (score -> row * width + bin, clamped to the row); an item in a
+higher bin scores strictly higher, so a per-row histogram of bins counts most items, and only the few
+items sharing a bin with a positive are compared exactly, by one sort of int64 keys packing (row, score,
+gallery index). The removed same-pid/same-camera items come from a pid -> gallery-items index (no
+query x gallery mask) and are sent below every positive. Work is chunked over queries, and the chunk-sized
+buffers are reused from chunk to chunk; peak extra memory is about 14 bytes x chunk_size x num_gallery.
+At Market-1501 scale this adds about 0.2x the query x gallery matmul (one thread; a full argsort would add
+~1.3x; `benchmarks/bench_evaluation.py`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from mprd.rerank import RerankParams
 
 __all__ = ["JUNK_PID", "ReIDMetrics", "default_chunk_size", "evaluate", "pairwise_scores"]
 
@@ -44,7 +48,7 @@ Metric = Literal["cosine", "euclidean"]
 JUNK_PID = -1
 # Auto chunk: chunk_size * num_gallery <= this many elements (~12 B each at the peak -> ~200 MB).
 _CHUNK_ELEMENTS = 1 << 24
-_LOW_BITS = (1 << 32) - 1
+_MAX_BIN_IDS = 1 << 24  # global bin ids are computed in float32, exact below 2^24
 
 
 @dataclass
@@ -114,22 +118,12 @@ def _prepare_features(qf: Tensor, gf: Tensor, metric: Metric) -> tuple[Tensor, T
     return qf, gf, sq.mul_(-0.5)
 
 
-def pairwise_scores(query: Tensor, gallery: Tensor, half_sq_norms: Tensor | None) -> Tensor:
+def pairwise_scores(query: Tensor, gallery: Tensor, half_sq_norms: Tensor | None, out: Tensor | None = None
+                    ) -> Tensor:
     """Ranking scores (higher = closer) of prepared features: cosine, or q.g - |g|^2/2 (squared Euclidean)."""
     if half_sq_norms is None:
-        return query @ gallery.T
-    return torch.addmm(half_sq_norms.unsqueeze(0), query, gallery.T)
-
-
-def _rank_keys(scores: Tensor, cols: Tensor) -> Tensor:
-    """int64 keys ordered like (score descending, gallery index ascending): larger key = better rank.
-
-    High 32 bits: the float32 bit pattern mapped to a signed int of the same order; low 32 bits:
-    (2^32 - 1 - gallery index), the stable-sort tie-break. Keys of one query are therefore unique.
-    """
-    bits = (scores.float() + 0.0).view(torch.int32).to(torch.int64)  # + 0.0: -0.0 -> +0.0 (they tie)
-    bits = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # negative floats: reverse the magnitude order
-    return (bits << 32) + (_LOW_BITS - cols)
+        return torch.mm(query, gallery.T, out=out)
+    return torch.addmm(half_sq_norms.unsqueeze(0), query, gallery.T, out=out)
 
 
 class _PidIndex:
@@ -157,8 +151,23 @@ def _num_bins(num_gallery: int) -> int:
     return min(4096, max(16, num_gallery // 16))
 
 
+class _Workspace:
+    """Chunk-sized buffers reused from chunk to chunk: a fresh (chunk x gallery) tensor is new memory from
+    the OS each time (page faults on first touch), a cost comparable to the arithmetic done in it."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, Tensor] = {}
+
+    def get(self, name: str, numel: int, dtype: torch.dtype, device: torch.device, zero: bool = False) -> Tensor:
+        buf = self._buffers.get(name)
+        if buf is None or buf.numel() < numel or buf.dtype != dtype or buf.device != device:
+            buf = (torch.zeros if zero else torch.empty)(numel, dtype=dtype, device=device)
+            self._buffers[name] = buf
+        return buf[:numel]
+
+
 def _chunk_positive_ranks(scores: Tensor, pos_rows: Tensor, pos_cols: Tensor, rm_rows: Tensor, rm_cols: Tensor,
-                          ) -> tuple[Tensor, Tensor]:
+                          work: _Workspace | None = None) -> tuple[Tensor, Tensor]:
     """(row, rank) of every positive of a chunk, sorted by row then rank; rank is 1-based among kept items.
 
     rank = 1 + #(kept items ranked above), found without sorting the rows:
@@ -166,50 +175,66 @@ def _chunk_positive_ranks(scores: Tensor, pos_rows: Tensor, pos_cols: Tensor, rm
        score -> bin is monotone, so an item in a higher bin scores strictly higher (exact, not approximate);
        items below / above the range fall into one bottom / top bin;
     2. a per-row histogram of the bins counts the items in bins above each positive's bin;
-    3. only items sharing a bin with a positive (few) are compared exactly, by (score, index) key.
+    3. only items sharing a bin with a positive (few) are compared exactly: one sort of their
+       (row, score, gallery index) keys, in which each (row, bin) is a contiguous run (bins are monotone
+       in the score within a row).
     Removed same-camera items get score -inf: bottom bin, never above a positive. Consumes `scores`.
+    `work`: buffers to reuse across calls (a new one when None).
     """
+    work = work or _Workspace()
     b, g = scores.shape
     dev = scores.device
-    pos_scores = scores[pos_rows, pos_cols]
+    pos_flat = pos_rows * g + pos_cols
+    flat_scores = scores.view(-1)
+    pos_scores = flat_scores[pos_flat]
     scores[rm_rows, rm_cols] = float("-inf")
     nb = _num_bins(g)
     width = nb + 3  # bins: bottom, 0..nb, top
-    if b * width >= 2**31:
-        raise ValueError(f"evaluate: chunk_size {b} is too large for a gallery of {g} (int32 bin ids)")
+    row_bits, col_bits = max(1, (b - 1).bit_length()), max(1, (g - 1).bit_length())
+    if b * width >= _MAX_BIN_IDS or row_bits + 32 + col_bits > 62:
+        raise ValueError(f"evaluate: chunk_size {b} is too large for a gallery of {g} (packed bin ids / keys)")
     inf = torch.full((b,), float("inf"), device=dev)
     lo = inf.scatter_reduce(0, pos_rows, pos_scores, "amin")  # +inf for rows without positives: all bottom
     hi = (-inf).scatter_reduce(0, pos_rows, pos_scores, "amax")
     span = hi - lo
-    # 0 < scale < inf always, so (score - lo) * scale is never 0 * inf = NaN (huge or zero spans included).
+    # 0 < scale < inf always, so score * scale is never 0 * inf = NaN (huge or zero spans included).
     scale = torch.where(span > 0, nb / span, torch.full_like(span, 2.0**40)).clamp_(2.0**-100, 2.0**40)
-    x = scores - lo.unsqueeze(1)  # finite or -inf (removed item, or lo = +inf for rows without positives)
-    x.mul_(scale.unsqueeze(1)).clamp_(-1, nb + 1)
-    bins = x.to(torch.int32)  # truncation is monotone as well
-    del x
-    bins += (torch.arange(b, device=dev, dtype=torch.int32) * width + 1).unsqueeze(1)  # global bin ids
-    flat = bins.view(-1)
+    # Global bin id in one float pass: row * width + 1 + (score - lo) * scale, clamped to the row's
+    # [bottom, top] = [row * width, row * width + nb + 2]. Every step (product, sum, clamp, truncation) is
+    # monotone in the score, which is all exactness needs: an item in a higher bin of its row scores higher.
+    # (Rounding may move a bin edge; it never breaks the order. Ids < 2^24 are exact in float32.)
+    first = torch.arange(b, device=dev, dtype=torch.float32) * width
+    shift = first + 1 - lo * scale  # -inf where lo = +inf (no positive): every item of the row to the bottom
+    x = work.get("x", b * g, torch.float32, dev).view(b, g)
+    torch.addcmul(shift.unsqueeze(1), scores, scale.unsqueeze(1), out=x)
+    x.clamp_(first.unsqueeze(1), (first + nb + 2).unsqueeze(1))
+    flat = work.get("bins", b * g, torch.int32, dev)
+    flat.copy_(x.view(-1))  # truncation: monotone too
     counts = torch.bincount(flat, minlength=b * width).view(b, width)
     above_bin = (counts.flip(1).cumsum(1).flip(1) - counts).view(-1)  # items of the row in strictly higher bins
+    pos_bin = flat[pos_flat].long()
     pos_bin_table = torch.zeros(b * width, dtype=torch.bool, device=dev)
-    pos_bin_table[bins[pos_rows, pos_cols].long()] = True
-    cand_rows, cand_cols = pos_bin_table.index_select(0, flat).view(b, g).nonzero(as_tuple=True)
-    del flat
-    cand_bin = bins[cand_rows, cand_cols].long()
-    del bins
-    cand_key = _rank_keys(scores[cand_rows, cand_cols], cand_cols)
-    # Sort candidates by (bin, key): within a bin, the number of candidates above position i is end - i - 1.
-    order = torch.argsort(cand_key)
-    order = order[torch.argsort(cand_bin[order], stable=True)]
-    sorted_bin = cand_bin[order]
-    ends = torch.searchsorted(sorted_bin, sorted_bin, right=True)
-    above_in_bin = ends - torch.arange(order.numel(), device=dev) - 1
-    is_pos = torch.isin(cand_rows[order] * g + cand_cols[order], pos_rows * g + pos_cols)
-    pos_bin = sorted_bin[is_pos]
-    ranks = 1 + above_bin[pos_bin] + above_in_bin[is_pos]
-    rows = pos_bin // width
-    order = torch.argsort(rows * (1 << 32) + ranks)
-    return rows[order], ranks[order]
+    pos_bin_table[pos_bin] = True
+    near = torch.index_select(pos_bin_table, 0, flat, out=work.get("near", b * g, torch.bool, dev))
+    cand = near.nonzero().squeeze(1)  # flat (row, col) of the items sharing a bin with a positive
+    cand_bin = flat[cand].long()
+    cand_rows = cand // g
+    # key: (row, score ascending, gallery index descending); larger key within a row = better rank
+    sbits = flat_scores[cand].add(0.0).view(torch.int32).to(torch.int64)  # + 0.0: -0.0 -> +0.0 (they tie)
+    sbits = torch.where(sbits < 0, sbits ^ 0x7FFFFFFF, sbits) + 2**31  # unsigned, in the order of the floats
+    key = (cand_rows << (32 + col_bits)) | (sbits << col_bits) | (g - 1 - (cand - cand_rows * g))
+    order = torch.argsort(key)
+    sorted_bin = cand_bin[order]  # non-decreasing: within a row, the bin is monotone in the score
+    is_pos = work.get("is_pos", b * g, torch.bool, dev, zero=True)  # all False between calls
+    is_pos[pos_flat] = True
+    at = torch.nonzero(is_pos[cand[order]]).squeeze(1)  # sorted positions of the positives
+    is_pos[pos_flat] = False
+    p_bin = sorted_bin[at]
+    above_in_bin = torch.searchsorted(sorted_bin, p_bin, right=True) - at - 1  # same bin, larger key
+    ranks = 1 + above_bin[p_bin] + above_in_bin
+    p_rows = p_bin // width
+    order = torch.argsort(p_rows * (1 << 32) + ranks)
+    return p_rows[order], ranks[order]
 
 
 def _query_stats(rows: Tensor, ranks: Tensor, num_pos: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -236,12 +261,14 @@ def evaluate(
     ranks: Sequence[int] = (1, 5, 10),
     max_rank: int = 50,
     chunk_size: int | None = None,
+    rerank: RerankParams | None = None,
 ) -> ReIDMetrics:
     """CMC / mAP / mINP of the single-query protocol (module docstring). Exact, chunked over queries.
 
     Runs on the device of `query_feats` (CPU for numpy input); features are compared in float32.
     `metric`: 'cosine' (rows L2-normalised here) or 'euclidean' (squared distance). `chunk_size`:
     queries per chunk (None: `default_chunk_size(num_gallery)`, ~200 MB of working memory).
+    `rerank`: rank by the k-reciprocal re-ranked distance (`mprd.rerank`, on CPU) instead of the metric.
     Raises ValueError on malformed input or when no query has a valid match.
     """
     if metric not in ("cosine", "euclidean"):
@@ -261,15 +288,31 @@ def evaluate(
         gf, gp, gc = gf[keep], gp[keep], gc[keep]
         if gf.shape[0] == 0:
             raise ValueError("evaluate: the gallery holds only junk (pid -1) items")
-    q_all, g_all, half_sq = _prepare_features(qf, gf, metric)
+    work = _Workspace()
+    if rerank is not None:
+        from mprd.rerank import RerankScorer
+
+        scorer = RerankScorer(qf, gf, metric, rerank)
+        qp, qc, gp, gc = qp.cpu(), qc.cpu(), gp.cpu(), gc.cpu()
+        num_query, num_gallery = qf.shape[0], gf.shape[0]
+    else:
+        q_all, g_all, half_sq = _prepare_features(qf, gf, metric)
+        num_query, num_gallery = q_all.shape[0], g_all.shape[0]
+
+        def scorer(start: int, stop: int) -> Tensor:
+            out = work.get("scores", (stop - start) * num_gallery, torch.float32, q_all.device)
+            return pairwise_scores(q_all[start:stop], g_all, half_sq, out.view(stop - start, num_gallery))
+
     index = _PidIndex(gp)
-    chunk = chunk_size or default_chunk_size(g_all.shape[0])
+    # a chunk's global bin ids must stay below 2^24 (float32-exact); results never depend on the chunking
+    bin_cap = max(1, (_MAX_BIN_IDS - 1) // (_num_bins(num_gallery) + 3))
+    chunk = min(chunk_size or default_chunk_size(num_gallery), bin_cap)
 
     firsts, aps, inps = [], [], []
     num_skipped = 0
     with torch.no_grad():
-        for start in range(0, q_all.shape[0], chunk):
-            stop = min(start + chunk, q_all.shape[0])
+        for start in range(0, num_query, chunk):
+            stop = min(start + chunk, num_query)
             rows, cols = index.pairs(qp[start:stop])
             same_cam = gc[cols] == qc[start:stop][rows]
             pos_rows, pos_cols = rows[~same_cam], cols[~same_cam]
@@ -278,16 +321,16 @@ def evaluate(
             num_skipped += int((~has).sum())
             if not bool(has.any()):
                 continue
-            scores = pairwise_scores(q_all[start:stop], g_all, half_sq)
+            scores = scorer(start, stop)
             pos_rows_sorted, ranks_sorted = _chunk_positive_ranks(scores, pos_rows, pos_cols, rows[same_cam],
-                                                                  cols[same_cam])
+                                                                  cols[same_cam], work)
             del scores
             first, ap, inp = _query_stats(pos_rows_sorted, ranks_sorted, num_pos)
             firsts.append(first)
             aps.append(ap)
             inps.append(inp)
     if not firsts:
-        raise ValueError(f"evaluate: none of the {q_all.shape[0]} queries has a valid match in the gallery "
+        raise ValueError(f"evaluate: none of the {num_query} queries has a valid match in the gallery "
                          "(same pid on another camera); check the query/gallery split")
     return _summarise(torch.cat(firsts), torch.cat(aps), torch.cat(inps), num_skipped, ranks, max_rank)
 

@@ -40,6 +40,7 @@ Decision on junk: by default (`keep_junk=False`) pid -1 is dropped everywhere, a
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -51,7 +52,9 @@ from PIL import Image
 from mprd.data.records import DatasetError, ImageRecord, ReIDData
 
 __all__ = [
+    "ALIASES",
     "DATASETS",
+    "OFFICIAL_FOLDERS",
     "IMAGE_EXTENSIONS",
     "PUBLISHED_STATS",
     "check_statistics",
@@ -66,15 +69,18 @@ __all__ = [
     "load_msmt17",
     "load_synthetic",
     "parse_market_name",
+    "resolve_root",
+    "canonical_name",
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 MARKET_SPLITS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
 CAMSTYLE_DIR = "bounding_box_train_camstyle"
 JUNK_PID = -1
+log = logging.getLogger(__name__)
 
 _MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)")
-_CAMSTYLE_NAME = re.compile(r"^(?P<stem>.+)_fake_(?P<src>\d+)to(?P<dst>\d+)$")
+_CAMSTYLE_NAME = re.compile(r"^(?P<stem>.+)_fake_(?:(?P<src>\d+)to)?(?P<dst>\d+)$")
 _MSMT_LISTS = {"train": "list_train.txt", "val": "list_val.txt", "query": "list_query.txt",
                "gallery": "list_gallery.txt"}
 _MSMT_DIRS = {"v1": ("train", "test"), "v2": ("mask_train_v2", "mask_test_v2")}
@@ -127,8 +133,15 @@ def parse_market_name(name: str) -> tuple[int, int] | None:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-def _market_split(folder: Path, dataset: str, keep_junk: bool, num_cameras: int | None) -> list[ImageRecord]:
+def _is_camstyle_name(name: str) -> bool:
+    return _CAMSTYLE_NAME.match(os.path.splitext(name)[0]) is not None
+
+
+def _market_split(folder: Path, dataset: str, keep_junk: bool, num_cameras: int | None,
+                  skip_camstyle: bool = False) -> list[ImageRecord]:
     names = _list_images(folder)
+    if skip_camstyle:  # CamStyle copies mixed into the train folder (ECN / MLCR MSMT17 release) are not train images
+        names = [n for n in names if not _is_camstyle_name(n)]
     if not names:
         raise DatasetError(f"{dataset}: split folder {folder} holds no images (expected {'/'.join(IMAGE_EXTENSIONS)})")
     records: list[tuple[str, int, int]] = []
@@ -164,12 +177,17 @@ def load_market_layout(
     """
     what = "folders " + ", ".join(MARKET_SPLITS.values())
     path = _check_root(root, MARKET_SPLITS.values(), name, what)
-    train = _market_split(path / MARKET_SPLITS["train"], name, False, num_cameras)
+    train_dir = path / MARKET_SPLITS["train"]
+    train = _market_split(train_dir, name, False, num_cameras, skip_camstyle=True)
     query = _market_split(path / MARKET_SPLITS["query"], name, False, num_cameras)
     gallery = _market_split(path / MARKET_SPLITS["gallery"], name, keep_junk, num_cameras)
     styles: dict[int, list[str]] = {}
-    if camstyle and (path / CAMSTYLE_DIR).is_dir():
-        styles = load_camstyle(path / CAMSTYLE_DIR, train, dataset=name)
+    if camstyle:
+        mixed = [n for n in _list_images(train_dir) if _is_camstyle_name(n)]
+        styles = load_camstyle(train_dir, train, dataset=name, names=mixed) if mixed else {}
+        if (path / CAMSTYLE_DIR).is_dir():
+            extra = load_camstyle(path / CAMSTYLE_DIR, train, dataset=name)
+            styles = {i: sorted(styles.get(i, []) + extra[i]) for i in extra}
     return ReIDData(name=name, root=str(path), train=train, query=query, gallery=gallery, camstyle=styles)
 
 
@@ -202,11 +220,13 @@ def load_camstyle(
     *,
     dataset: str = "camstyle",
     ignore_stems: frozenset[str] = frozenset(),
+    names: list[str] | None = None,
 ) -> dict[int, list[str]]:
-    """Map every `<stem>_fake_<a>to<b>` file in `folder` to its source train image index.
+    """Map every `<stem>_fake_<a>to<b>` (or `<stem>_fake_<b>`) file in `folder` to its source train image index.
 
     Returns one (possibly empty) sorted path list per train index. Sources in `ignore_stems` are
-    skipped (images deliberately left out of train); any other unknown source is an error.
+    skipped (images deliberately left out of train); any other unknown source is an error. `names`: only
+    these files of `folder` (default: every image in it).
     """
     folder = Path(folder)
     by_stem: dict[str, int] = {}
@@ -217,11 +237,11 @@ def load_camstyle(
                                f"{rec.path}); CamStyle files cannot be matched to a unique source")
         by_stem[stem] = rec.index
     styles: dict[int, list[str]] = {rec.index: [] for rec in train}
-    for name in _list_images(folder):
+    for name in _list_images(folder) if names is None else names:
         m = _CAMSTYLE_NAME.match(os.path.splitext(name)[0])
         if m is None:
             raise DatasetError(f"{dataset}: cannot parse CamStyle file name {folder / name} "
-                               "(expected '<source stem>_fake_<c1>to<c2>.jpg')")
+                               "(expected '<source stem>_fake_<c1>to<c2>.jpg' or '<source stem>_fake_<c2>.jpg')")
         stem = m.group("stem")
         if stem in ignore_stems:
             continue
@@ -229,7 +249,7 @@ def load_camstyle(
             raise DatasetError(f"{dataset}: CamStyle file {folder / name} has no source image '{stem}' in the "
                                "train split (expected every CamStyle file to render a train image)")
         index = by_stem[stem]
-        if int(m.group("src")) != train[index].camid + 1:
+        if m.group("src") is not None and int(m.group("src")) != train[index].camid + 1:
             raise DatasetError(f"{dataset}: CamStyle file {folder / name} says source camera {m.group('src')} but "
                                f"{train[index].path} is camera {train[index].camid + 1}")
         styles[index].append(str(folder / name))
@@ -240,17 +260,23 @@ def load_camstyle(
 # MSMT17
 # ----------------------------------------------------------------------------------------------------------
 def _msmt_version(root: Path, version: str) -> str:
-    if version not in ("auto", "v1", "v2"):
-        raise DatasetError(f"msmt17: version={version!r} (expected 'auto', 'v1' or 'v2')")
+    if version not in ("auto", "v1", "v2", "market"):
+        raise DatasetError(f"msmt17: version={version!r} (expected 'auto', 'v1', 'v2' or 'market')")
     if version != "auto":
         return version
     found = [v for v, dirs in _MSMT_DIRS.items() if all((root / d).is_dir() for d in dirs)]
+    if not found and _has_market_layout(root):
+        return "market"
     if len(found) == 1:
         return found[0]
     if not found:
-        raise DatasetError(f"msmt17: {root} holds neither train/ + test/ (V1) nor mask_train_v2/ + mask_test_v2/ "
-                           "(V2)")
+        raise DatasetError(f"msmt17: {root} holds neither train/ + test/ (V1), mask_train_v2/ + mask_test_v2/ "
+                           "(V2) nor bounding_box_train/ + query/ + bounding_box_test/ (Market-style)")
     raise DatasetError(f"msmt17: {root} holds both V1 and V2 folders; set version='v1' or 'v2'")
+
+
+def _has_market_layout(root: Path) -> bool:
+    return all((root / d).is_dir() for d in MARKET_SPLITS.values())
 
 
 def _files_under(folder: Path) -> set[str]:
@@ -305,9 +331,15 @@ def load_msmt17(
 
     `camstyle`: load `bounding_box_train_camstyle/` (flat, `<train stem>_fake_<a>to<b>.jpg`) when present;
     renders of list_val images are skipped when val is not part of train.
+    `version='market'` (or auto-detected): the Market-style copy that ECN and MLCR's release use
+    (`bounding_box_train/`, `query/`, `bounding_box_test/`, names `<pid>_c<cam>_...`, 15 cameras; CamStyle
+    copies `<stem>_fake_<cam>.jpg` in `bounding_box_train_camstyle/` or mixed into `bounding_box_train/`).
+    Its train split is whatever `bounding_box_train/` holds, so `combine_train_val` does not apply there.
     """
     path = _check_root(root, [], "msmt17", "an MSMT17_V1 or MSMT17_V2 folder")
     version = _msmt_version(path, version)
+    if version == "market":
+        return load_market_layout(path, "msmt17", camstyle=camstyle, num_cameras=_MSMT_NUM_CAMERAS)
     train_dir, test_dir = (path / d for d in _MSMT_DIRS[version])
     lists = ", ".join(_MSMT_LISTS.values())
     expected = f"MSMT17 {version.upper()} layout: {train_dir.name}/, {test_dir.name}/, {lists}"
@@ -347,10 +379,68 @@ _OPTIONS = {
 }
 
 
+# Names other codebases use (torchreid, fast-reid, cluster-contrast, SpCL, MLCR's release) -> ours.
+ALIASES: dict[str, str] = {
+    "market": "market1501", "market-1501": "market1501",
+    "dukemtmcreid": "dukemtmc", "dukemtmc-reid": "dukemtmc", "duke": "dukemtmc",
+    "msmt": "msmt17", "msmt17_v1": "msmt17", "msmt17_v2": "msmt17",
+    "cuhk03-np": "cuhk03np", "cuhk03_np": "cuhk03np",
+}
+
+# The official folder a root may hold, as torchreid and cluster-contrast lay them out (`<root>/market1501/
+# Market-1501-v15.09.15`, ...): `dataset.root` may point at any folder above the splits along these paths.
+OFFICIAL_FOLDERS: dict[str, tuple[str, ...]] = {
+    "market1501": ("Market-1501-v15.09.15", "market1501/Market-1501-v15.09.15", "market1501", "Market-1501"),
+    "dukemtmc": ("DukeMTMC-reID", "dukemtmcreid/DukeMTMC-reID", "dukemtmc-reid/DukeMTMC-reID",
+                 "dukemtmc/DukeMTMC-reID", "dukemtmcreid", "dukemtmc"),
+    "msmt17": ("MSMT17_V1", "MSMT17_V2", "msmt17/MSMT17_V1", "msmt17/MSMT17_V2", "MSMT17", "msmt17"),
+    "cuhk03np": ("detected", "cuhk03-np/detected", "cuhk03_np/detected", "cuhk03np/detected", "cuhk03np"),
+}
+
+
+def canonical_name(name: str) -> str:
+    """Our dataset key for `name` or one of its `ALIASES` (case-insensitive)."""
+    key = str(name).lower()
+    return ALIASES.get(key, key)
+
+
+def _has_layout(name: str, folder: Path) -> bool:
+    if name == "msmt17":
+        return _has_market_layout(folder) or any(all((folder / d).is_dir() for d in dirs)
+                                                 for dirs in _MSMT_DIRS.values())
+    return _has_market_layout(folder)
+
+
+def resolve_root(name: str, root: str | Path) -> Path:
+    """The folder holding the splits: `root` itself, or the official folder inside it (logged).
+
+    A root without the layout and without a known official folder is returned as is: the parser then names
+    what is missing. Two different official folders inside one root (e.g. MSMT17_V1/ and MSMT17_V2/) raise.
+    """
+    name = canonical_name(name)
+    path = Path(os.path.abspath(os.path.expanduser(str(root))))
+    if not path.is_dir() or _has_layout(name, path):
+        return path
+    hits = [path / sub for sub in OFFICIAL_FOLDERS.get(name, ()) if _has_layout(name, path / sub)]
+    distinct = list(dict.fromkeys(h.resolve() for h in hits))
+    if len(distinct) > 1:
+        raise DatasetError(f"{name}: dataset.root {path} holds {len(distinct)} copies ({', '.join(map(str, hits))});"
+                           " set dataset.root to the one to use")
+    if hits:
+        log.info("%s: dataset.root %s holds the official folder %s; reading the splits from it",
+                 name, path, hits[0].relative_to(path))
+        return hits[0]
+    return path
+
+
 def load_dataset(name: str, root: str | Path, **options: Any) -> ReIDData:
-    """Parse dataset `name` (one of `DATASETS`) under `root`, with its parser's keyword options."""
+    """Parse dataset `name` (one of `DATASETS` or `ALIASES`) under `root` (or its official folder, see
+    `resolve_root`), with its parser's keyword options."""
+    name = canonical_name(name)
     if name not in DATASETS:
-        raise DatasetError(f"unknown dataset {name!r} (expected one of {', '.join(sorted(DATASETS))})")
+        raise DatasetError(f"unknown dataset {name!r} (expected one of {', '.join(sorted(DATASETS))} or an alias: "
+                           f"{', '.join(sorted(ALIASES))})")
+    root = resolve_root(name, root)
     unknown = sorted(set(options) - _OPTIONS[name])
     if unknown:
         raise DatasetError(f"{name}: unknown option(s) {', '.join(unknown)} "
@@ -392,6 +482,7 @@ MSMT17_VAL_IMAGES = 2373
 
 def expected_statistics(name: str, **options: Any) -> dict[str, dict[str, int]]:
     """Published numbers matching `load_dataset(name, ..., **options)`; {} when none are known (synthetic)."""
+    name = canonical_name(name)
     if name not in PUBLISHED_STATS:
         return {}
     stats = {split: dict(values) for split, values in PUBLISHED_STATS[name].items()}
