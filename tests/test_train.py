@@ -144,3 +144,18 @@ def test_finish_wandb_sets_the_final_summary():
         "final/rank1": 50.0, "final/rank5": 60.0, "final/rank10": 70.0, "final/mAP": 30.0, "final/mINP": 10.0,
         "uses": "5 meta IDs + CamStyle (camera IDs)",
     }
+
+
+def test_camstyle_auto_finds_the_folder_below_a_root_above_the_official_folder(tmp_path):
+    """dataset.root may hold `Market-1501-v15.09.15/` (torchreid's layout); CamStyle auto-detection descends too."""
+    from omegaconf import OmegaConf
+
+    from mprd.train import resolve_camstyle
+
+    official = tmp_path / "Market-1501-v15.09.15"
+    for split in ("bounding_box_train", "query", "bounding_box_test"):
+        (official / split).mkdir(parents=True)
+    cfg = OmegaConf.create({"method": {}, "data": {"camstyle": "auto"}, "dataset": {"name": "market1501", "root": str(tmp_path)}})
+    assert resolve_camstyle(cfg) is False
+    (official / "bounding_box_train_camstyle").mkdir()
+    assert resolve_camstyle(cfg) is True

@@ -86,9 +86,9 @@ def resolve_camstyle(cfg: DictConfig) -> bool:
         return bool(value)
     if cfg.dataset.name == "synthetic":
         return True  # the generator always renders CamStyle copies
-    from mprd.data.datasets import CAMSTYLE_DIR
+    from mprd.data.datasets import CAMSTYLE_DIR, resolve_root
 
-    return (Path(str(cfg.dataset.root)) / CAMSTYLE_DIR).is_dir()
+    return (resolve_root(cfg.dataset.name, str(cfg.dataset.root)) / CAMSTYLE_DIR).is_dir()  # root may hold the official folder
 
 
 def build_loggers(cfg: DictConfig, output_dir: Path) -> list[Any]:
