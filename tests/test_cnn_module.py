@@ -84,3 +84,4 @@ def test_excluded_anchors_carry_no_loss_and_are_never_positives_or_negatives() -
     assert torch.allclose(loss, expected, atol=1e-5)
     only_excluded, _ = module._loss(feats[[0, 3]], index[[0, 3]])
     assert only_excluded.item() == 0.0
+

@@ -88,3 +88,20 @@ def test_adaptive_k_rule():
     _, idx, kk = adaptive_knn(x, 0.6, 8, 64)
     for i, c in itertools.product(range(12), range(idx.shape[1])):
         assert (idx[i, c] >= 0) == (c < kk[i])
+
+
+def test_ss_cap_keeps_the_most_similar_images_above_the_threshold(clustered):
+    """recipe.k_max: P_i = {i} + at most max_k images above t, the most similar first; the cap never adds
+    images below t, and `max_k=None` is the paper's uncapped rule."""
+    memory, _ = clustered
+    sims = memory @ memory.T
+    capped = build_generator("ss", threshold=0.6, max_k=2).refresh(memory)
+    for i in range(14):
+        order = [j for j in torch.argsort(sims[i], descending=True).tolist() if j != i]
+        above = [j for j in order if sims[i, j] > 0.6]
+        assert sorted(capped.row(i).tolist()) == sorted([i] + above[:2])
+    assert capped.sizes[:12].tolist() == [3] * 12 and capped.sizes[12:].tolist() == [1, 1]
+    uncapped = build_generator("ss", threshold=0.6, max_k=None).refresh(memory)
+    assert uncapped.sizes[:12].tolist() == [4] * 12
+    with pytest.raises(ValueError, match="max_k"):
+        build_generator("ss", max_k=0)

@@ -72,7 +72,7 @@ RULES: tuple[Rule, ...] = (
     Rule("debug.stop_after_epochs", 1, integer=True, nullable=True),
     Rule("diagnostics_every", 0, integer=True, why="0 = off"),
     Rule("recipe.neg_ratio", 0, 1, low_open=True, why="fraction of the memory used as hard negatives"),
-    Rule("recipe.mprd_k_max", 1, integer=True),
+    Rule("recipe.k_max", 1, integer=True),
     # data
     Rule("data.batch_size", 1, integer=True),
     Rule("data.test_batch_size", 1, integer=True),

@@ -399,8 +399,13 @@ def _run(cfg: DictConfig, output_dir: Path, extra_callbacks: list[Any], main: bo
         callbacks.append(SigkillAt(*sigkill_at))
     if main:  # only now, once the data and the model are built: a failed start leaves the folder as it was
         prepare_folder(output_dir, ckpt_path, unreadable)
+    trainer_cfg = cfg.trainer
+    if not model.automatic_optimization and trainer_cfg.get("gradient_clip_val"):
+        # Lightning refuses a trainer clip under manual optimisation (UGA): the module clips its own steps
+        model.gradient_clip_val = float(trainer_cfg.gradient_clip_val)
+        trainer_cfg = OmegaConf.merge(trainer_cfg, {"gradient_clip_val": None})
     trainer: L.Trainer = hydra.utils.instantiate(
-        cfg.trainer, logger=build_loggers(cfg, output_dir), callbacks=callbacks, default_root_dir=str(output_dir)
+        trainer_cfg, logger=build_loggers(cfg, output_dir), callbacks=callbacks, default_root_dir=str(output_dir)
     )
     log.info("training %s (artefact %s, row %s, seed %s) -> %s", cfg.method.name, cfg.get("artefact"), cfg.get("row"), cfg.seed, output_dir)
     t0 = time.perf_counter()

@@ -544,6 +544,7 @@ class UGAModule(QueryGalleryEvaluation):
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
+        self.gradient_clip_val: float | None = None  # set by mprd.train from trainer.gradient_clip_val
         self.backbone = encoder  # the name QueryGalleryEvaluation uses (`.extract`)
         self.config = config
         self.intra_epochs, self.inter_epochs = config.stage_epochs(int(max_epochs))
@@ -658,6 +659,8 @@ class UGAModule(QueryGalleryEvaluation):
         optimizer = self._stage_optimizer()
         optimizer.zero_grad()
         self.manual_backward(loss)
+        if self.gradient_clip_val:  # the preset's trainer.gradient_clip_val, which manual optimisation must apply
+            self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm")
         optimizer.step()
         self._epoch_images += x.shape[0]
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True)

@@ -195,11 +195,12 @@ class CNNModule(QueryGalleryEvaluation):
         cfg = self.label_cfg
         due = epoch >= cfg.start_epoch and (epoch - cfg.start_epoch) % max(cfg.refresh_every, 1) == 0
         clean = None
-        if epoch > 0 and (due and self.memory_cfg.refresh == "clean" or self._diagnostics_due(epoch)):
+        refresh_clean = due and self.memory_cfg.refresh == "clean"
+        if epoch > 0 and (refresh_clean or self._diagnostics_due(epoch)):
             clean = self.extract_train_features()
         if epoch > 0:
             self._record_diagnostics(epoch, clean)  # the state after `epoch` epochs, before any refresh
-        if due and clean is not None and self.memory_cfg.refresh == "clean":
+        if refresh_clean and clean is not None:
             self.memory.initialise(clean)
         if due:
             t0 = time.perf_counter()
@@ -245,6 +246,12 @@ class CNNModule(QueryGalleryEvaluation):
         for key, value in terms.items():
             self.log(f"train/{key}", value, on_step=False, on_epoch=True)
         return loss
+
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
+        # before any clipping (trainer.gradient_clip_val): the norm the loss asked for, a collapse early warning
+        norms = [p.grad.detach().norm() for p in self.parameters() if p.grad is not None]
+        if norms:
+            self.log("train/grad_norm", torch.stack(norms).norm(), on_step=False, on_epoch=True)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # after backward and the optimiser step: an in-place write before backward would corrupt the graph

@@ -67,18 +67,25 @@ class KNNGenerator:
 class SimilarityGenerator:
     """P_i = {i} ∪ {j : cos(M̃_i, M̃_j) > t}, t = 0.6 (Table 1 "SS").
 
-    Searched as top-`max_k` neighbours filtered by the threshold, so no N x N matrix is held; `max_k`
-    is raised to the largest count above the threshold, so no neighbour above t is ever cut.
+    Searched as top-`width` neighbours filtered by the threshold, so no N x N matrix is held; the width is
+    the largest count above the threshold, so no neighbour above t is cut, unless `max_k` caps it (not in
+    the paper; `recipe.k_max`): a fixed t degenerates once a short-schedule network puts most pairs above
+    it, and the cap keeps P_i at most the max_k most similar images above t (docs/dynamics.md cause 6).
     """
 
     name = "ss"
 
-    def __init__(self, threshold: float = 0.6, backend: str = "auto") -> None:
+    def __init__(self, threshold: float = 0.6, max_k: int | None = None, backend: str = "auto") -> None:
+        if max_k is not None and int(max_k) < 1:
+            raise ValueError(f"ss: method.generator.max_k must be null (uncapped) or >= 1, got {max_k}")
         self.threshold = threshold
+        self.max_k = None if max_k is None else int(max_k)
         self.backend = backend
 
     def refresh(self, memory: Tensor, **context: Any) -> PositiveSets:
         width = int(count_above(memory, self.threshold).max())
+        if self.max_k is not None:
+            width = min(width, self.max_k)
         if width == 0:
             return PositiveSets.singletons(memory.shape[0])
         sims, idx = knn(memory, memory, width, exclude_self=True, backend=self.backend)  # type: ignore[arg-type]
