@@ -203,3 +203,24 @@ def test_sslr_sweep_targets_compose_and_feed_their_report(target, tmp_path):
         assert dict(cfg.sweep) == {key: float(text)} and OmegaConf.select(cfg, config_key) == float(text)
         run = {"sweep": dict(cfg.sweep), "artefact": target}
         assert _sweep_value(run, target, spec["aliases"])[:2] == (True, cfg.sweep[key])
+
+
+@pytest.mark.parametrize(("preset", "k_max", "clip"), [("cpu", 8, 5.0), ("cpu_real", 8, 5.0), ("paper", 32, None)])
+def test_one_recipe_caps_every_threshold_rule_and_clips_only_on_cpu(tmp_path, preset, k_max, clip):
+    """recipe.k_max reaches MPRD's k_i, SS's P_i and MPLP*'s k_i alike (docs/dynamics.md causes 5-6); MLCR keeps
+    its own uncapped MPLP; the CPU presets clip the gradient norm (cause 7), the paper preset does not."""
+    from mprd.pseudo_labels.base import build_generator
+
+    caps = {}
+    for row in ("mprd", "ss", "mplp", "knn", "single"):
+        cfg = compose_cfg(tmp_path, f"experiment=table1/{row}", f"preset={preset}")
+        assert cfg.trainer.get("gradient_clip_val") == clip
+        caps[row] = cfg.method
+    assert caps["mprd"].neighbors.k_max == k_max
+    assert caps["ss"].generator.max_k == k_max and caps["mplp"].generator.max_candidates == k_max
+    gen = build_generator("ss", **OmegaConf.to_container(caps["ss"].generator, resolve=True))
+    assert gen.max_k == k_max
+    mlcr = compose_cfg(tmp_path, "experiment=table2/mlcr", f"preset={preset}")
+    assert mlcr.method.generator.get("max_candidates") is None
+    literal = compose_cfg(tmp_path, "experiment=table1/ss", f"preset={preset}", "method.generator.max_k=null")
+    assert literal.method.generator.max_k is None
