@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -85,3 +86,19 @@ def test_excluded_anchors_carry_no_loss_and_are_never_positives_or_negatives() -
     only_excluded, _ = module._loss(feats[[0, 3]], index[[0, 3]])
     assert only_excluded.item() == 0.0
 
+
+
+def test_dead_units_counts_constant_columns_at_zero_and_at_the_relu6_ceiling():
+    """Columns that are 0 everywhere or 6 everywhere are dead; a varying column or one with variance just
+    above the threshold is not; the count ignores the column's level (docs/dynamics.md cause 7)."""
+    from mprd.diagnostics import dead_units
+
+    n = 10
+    varying = torch.linspace(0.0, 6.0, n)
+    tiny = torch.tensor([0.0, 0.1] * (n // 2))  # population variance 0.0025 > 1e-3
+    almost = torch.tensor([3.0, 3.02] * (n // 2))  # population variance 1e-4 < 1e-3
+    pool5 = torch.stack([torch.zeros(n), torch.full((n,), 6.0), varying, tiny, almost], dim=1)
+    assert dead_units(pool5) == 3
+    assert dead_units(pool5, min_var=1e-5) == 2
+    with pytest.raises(ValueError, match="expected an"):
+        dead_units(torch.zeros(2, 3, 4))

@@ -64,6 +64,7 @@ def test_untrained_evaluation_diagnostics_and_clean_memory_refresh(data_root, tm
     diag = {int(d["epoch"]): d for d in saved["diagnostics"]}
     assert sorted(diag) == [0, 1, 2]
     assert diag[0]["memory/knn8_prec"] == pytest.approx(diag[0]["clean/knn8_prec"], abs=1e-9)
+    assert all(0 <= d["clean/dead_units"] <= 1280 and d["clean/dead_units"] == int(d["clean/dead_units"]) for d in diag.values())
     rows = list(csv.DictReader(open(tmp_path / "run" / "csv" / "metrics.csv")))
     label_prec = {int(r["epoch"]): float(r["labels/pair_precision"]) for r in rows if r.get("labels/pair_precision")}
     assert label_prec[1] == pytest.approx(diag[1]["clean/knn8_prec"], abs=1e-6)

@@ -1,4 +1,4 @@
-"""Training diagnostics that read the hidden ground truth. They are logged, never fed to a loss or a label."""
+"""Training diagnostics. Most read the hidden ground truth; all are logged, never fed to a loss or a label."""
 
 from __future__ import annotations
 
@@ -30,3 +30,14 @@ def knn_precision_logs(prefix: str, feats: Tensor, pids: Tensor, cams: Tensor, k
         f"{prefix}/knn{k}_prec_same": stats["same-camera"],
         f"{prefix}/knn{k}_cross_share": stats["cross-camera share"],
     }
+
+
+def dead_units(pool5: Tensor, min_var: float = 1e-3) -> int:
+    """Number of pool-5 units whose variance over the given images is below `min_var`.
+
+    Such a unit is dead (always 0) or stuck at an activation ceiling (Lite0's ReLU6 at 6): it carries no
+    signal, and a train-mode BN after it amplifies whatever is left (docs/dynamics.md cause 7). Reads no identity.
+    """
+    if pool5.dim() != 2:
+        raise ValueError(f"dead_units: expected an (N, d) tensor, got shape {tuple(pool5.shape)}")
+    return int((pool5.float().var(0, unbiased=False) < min_var).sum())

@@ -125,6 +125,7 @@ class CNNModule(QueryGalleryEvaluation):
         self.gamma = gamma_schedule(0, max_epochs, self.memory_cfg.gamma_start, self.memory_cfg.gamma_end)
         self._epoch_t0 = 0.0
         self._epoch_images = 0
+        self.dead_units = 0  # pool-5 units without variance at the last clean extraction (docs/dynamics.md cause 7)
 
     # ------------------------------------------------------------------------------------------ setup
     def on_fit_start(self) -> None:
@@ -155,6 +156,9 @@ class CNNModule(QueryGalleryEvaluation):
             pool5[batch["index"].to(self.device)] = self.backbone.forward_features(x)[0]
         if calibrate_bn:
             self.backbone.calibrate_head_bn(pool5)
+        from mprd.diagnostics import dead_units
+
+        self.dead_units = dead_units(pool5)  # no identities read: logged with the diagnostics
         feats = F.normalize(self.backbone.bn(pool5), dim=1)
         self.train(was_training)
         return feats
@@ -178,6 +182,7 @@ class CNNModule(QueryGalleryEvaluation):
         pids, cams = self._diagnostic_labels, self._diagnostic_cams
         record: dict[str, float] = {"epoch": float(epochs_trained)}
         record.update(knn_precision_logs("clean", clean, pids, cams))
+        record["clean/dead_units"] = float(self.dead_units)
         if bool(self.memory.features.abs().sum() > 0):  # MLCR's zero memory has no neighbours yet
             record.update(knn_precision_logs("memory", self.memory.features, pids, cams))
         self.diag_history.append(record)
