@@ -116,8 +116,11 @@ class ReIDBackbone(nn.Module):
                 f"backbone {self.name!r}: body returned shape {tuple(fmap.shape)}, expected a (B, {self.out_dim}, H, W)"
                 " feature map (only convolutional models are supported)"
             )
-        pool5 = self.pool(fmap).flatten(1)
-        return pool5, self.bn(pool5)
+        # the head runs in fp32 even under autocast (a no-op in fp32 runs): its output is what the memory stores,
+        # what the loss margins compare and what kNN ranks; it costs B x d, nothing next to the body
+        with torch.autocast(device_type=fmap.device.type, enabled=False):
+            pool5 = self.pool(fmap.float()).flatten(1)
+            return pool5, self.bn(pool5)
 
     def forward(self, x: Tensor) -> Tensor:
         """The BN feature (B, out_dim); the training feature is its L2 normalisation, done by the caller."""
