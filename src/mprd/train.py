@@ -234,6 +234,42 @@ class InitialEvaluation(L.Callback):
             log.info("untrained network: %s", {k: round(v, 2) for k, v in metrics.items()})
 
 
+def ddp_callbacks(cfg: DictConfig) -> list[Any]:
+    """Rank 0's buffers on every rank at epoch starts and validations (a no-op on one process), and with
+    `+debug.ddp_probe=<folder>` the per-rank records the DDP tests compare (`mprd.ddp`)."""
+    from mprd.ddp import DDPProbe, SyncBuffersFromRankZero
+
+    callbacks: list[Any] = [SyncBuffersFromRankZero()]
+    probe = cfg.get("debug", {}).get("ddp_probe")
+    if probe:
+        callbacks.append(DDPProbe(probe))
+    return callbacks
+
+
+def check_trainer(cfg: DictConfig, world_size: int) -> None:
+    """Refuse, before any process is launched, what the trainer cannot run as asked: a multi-process run of a
+    method without a DDP path, a global batch that does not split over the processes, bf16 on a GPU without it."""
+    precision = str(cfg.trainer.get("precision", "32-true"))
+    if precision.startswith("bf16") and torch.cuda.is_available() and str(cfg.trainer.get("accelerator")) in ("gpu", "cuda", "auto") \
+            and not torch.cuda.is_bf16_supported(including_emulation=False):
+        raise SettingsError(
+            f"trainer.precision={precision}: {torch.cuda.get_device_name()} has no native bf16; use "
+            "trainer.precision=16-mixed (fp16 autocast with loss scaling) or 32-true"
+        )
+    if world_size > 1 and cfg.method.get("family") == "uga":
+        raise SettingsError(
+            f"method.family=uga with {world_size} processes (trainer.devices x trainer.num_nodes): UGA has no DDP "
+            "path (its camera-balanced batches, multi-branch classifier rows and cross-view graph assume one "
+            "process holds every camera's samples); use trainer.devices=1 trainer.num_nodes=1, and run seeds or "
+            "rows in parallel with the launcher (docs/cluster.md)"
+        )
+    if world_size > 1 and cfg.data.batch_size % world_size:
+        raise SettingsError(
+            f"data.batch_size={cfg.data.batch_size}: the global batch must split evenly over the {world_size} "
+            "DDP processes (trainer.devices x trainer.num_nodes); use a multiple of " + str(world_size)
+        )
+
+
 def git_commit() -> str:
     try:
         root = Path(__file__).resolve().parents[2]
@@ -397,11 +433,13 @@ def _run(cfg: DictConfig, output_dir: Path, extra_callbacks: list[Any], main: bo
     sigkill_at = cfg.get("debug", {}).get("sigkill_at")
     if sigkill_at:
         callbacks.append(SigkillAt(*sigkill_at))
+    callbacks.extend(ddp_callbacks(cfg))
     if main:  # only now, once the data and the model are built: a failed start leaves the folder as it was
         prepare_folder(output_dir, ckpt_path, unreadable)
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer, logger=build_loggers(cfg, output_dir), callbacks=callbacks, default_root_dir=str(output_dir)
     )
+    check_trainer(cfg, trainer.world_size)
     log.info("training %s (artefact %s, row %s, seed %s) -> %s", cfg.method.name, cfg.get("artefact"), cfg.get("row"), cfg.seed, output_dir)
     t0 = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
