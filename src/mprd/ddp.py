@@ -7,7 +7,7 @@ What is replicated and how (docs/cluster.md, "DDP semantics"):
 - positive sets, the GCN and SSLR's reliable sets: computed on rank 0 and broadcast;
 - every other buffer (BatchNorm running statistics): `SyncBuffersFromRankZero` copies rank 0's at each
   training-epoch start and before each validation, so feature passes (memory refresh, evaluation) run the
-  model rank 0 checkpoints on every rank. The strategy runs with `broadcast_buffers=False`
+  model rank 0 checkpoints on every rank. The strategy runs with `forward_sync_buffers=False`
   (conf/trainer/ddp.yaml); without it DDP would also broadcast the memory before every forward.
 """
 
@@ -100,6 +100,7 @@ class DDPProbe(L.Callback):
             "memories": {n: b.detach().cpu().clone() for n, b in pl_module.named_buffers()
                          if n in replicated_buffer_names(pl_module)},
             "parameters": {n: p.detach().cpu().clone() for n, p in pl_module.named_parameters()},
+            "history": [dict(r) for r in getattr(pl_module, "history", [])],  # evaluations so far
         }
         positives = getattr(pl_module, "positives", None)
         if positives is not None:
@@ -111,3 +112,76 @@ class DDPProbe(L.Callback):
         if generator is not None and hasattr(generator, "state_dict"):
             record["generator"] = generator.state_dict()
         torch.save(record, self.folder / f"rank{trainer.global_rank}-epoch{trainer.current_epoch}.pt")
+
+
+# ------------------------------------------------------------------------------------- global-batch BN
+class _GatherRows(torch.autograd.Function):
+    """All ranks' rows, concatenated in rank order (every rank's tensor has the same shape); the gradient of
+    each rank's rows is the sum over ranks (all-reduce), which gloo supports (unlike reduce-scatter)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        import torch.distributed as dist
+
+        ctx.rank, ctx.rows = dist.get_rank(), x.shape[0]
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        import torch.distributed as dist
+
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized() \
+        and torch.distributed.get_world_size() > 1
+
+
+def _gathered_forward(self: nn.modules.batchnorm._BatchNorm, x: Tensor) -> Tensor:
+    """Train-mode BN over the whole global batch: this rank's rows of BN(all ranks' rows). Running statistics
+    then update identically on every rank; eval mode (and frozen BN) is the plain layer."""
+    if not (self.training and _distributed()):
+        return type(self).__mro__[1].forward(self, x)
+    full = _GatherRows.apply(x)
+    out = type(self).__mro__[1].forward(self, full)
+    rank = torch.distributed.get_rank()
+    return out[rank * x.shape[0]:(rank + 1) * x.shape[0]]
+
+
+class GatheredBatchNorm1d(nn.BatchNorm1d):
+    forward = _gathered_forward
+
+
+class GatheredBatchNorm2d(nn.BatchNorm2d):
+    forward = _gathered_forward
+
+
+_GATHERED = {nn.BatchNorm1d: GatheredBatchNorm1d, nn.BatchNorm2d: GatheredBatchNorm2d}
+
+
+class GatheredBatchNorm(L.pytorch.plugins.LayerSync):
+    """Lightning `LayerSync` plugin: batch statistics over the global batch on any backend (gloo included).
+
+    torch's SyncBatchNorm (`trainer.sync_batchnorm=true`) runs on GPUs only, so CPU DDP (`trainer=ddp_cpu`) uses
+    this to normalise as one process with the whole global batch does. It all-gathers each BN layer's input:
+    cheap for the re-ID head BN (B x d), costly for the body's feature maps on a GPU, where SyncBatchNorm
+    should be used instead. Layers keep their state; `revert` restores the plain classes.
+    """
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        for module in model.modules():
+            if type(module) in _GATHERED:
+                module.__class__ = _GATHERED[type(module)]
+        return model
+
+    def revert(self, model: nn.Module) -> nn.Module:
+        plain = {v: k for k, v in _GATHERED.items()}
+        for module in model.modules():
+            if type(module) in plain:
+                module.__class__ = plain[type(module)]
+        return model

@@ -45,6 +45,9 @@ log = logging.getLogger("mprd.train")
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise
 # frozen body BN layers are in eval mode on purpose (backbone.freeze_bn); Lightning warns about them at fit start
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+# under DDP every rank evaluates the gathered query/gallery (identical metrics); epoch-level training logs are
+# rank 0's share of the global batch. Lightning's per-key advice to add sync_dist would only repeat this
+warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting.*")
 
 
 def build_datamodule(cfg: DictConfig, mean: tuple[float, ...], std: tuple[float, ...]) -> L.LightningDataModule:
