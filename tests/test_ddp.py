@@ -184,36 +184,38 @@ def test_ddp_ranks_hold_identical_replicas_after_every_epoch(data_root, tmp_path
     assert record["final"] == pytest.approx({k: v for k, v in a["history"][-1].items() if k != "epoch"})
 
 
-# DDP (2 processes x 8) against one process with the same global batch of 16, inputs deterministic (NO_AUG).
-# Where they can differ: the head BN normalises with per-rank statistics of 8 images instead of 16 (CPU DDP
-# has no SyncBatchNorm; the body BN is frozen in the CPU preset), and float sums run in another order.
-# Tolerances below were set from the measured differences (docs/cluster.md, "DDP against one process").
-MATCH_ROWS = {
-    "knn": ("method=knn",),
-    "mprd": ("method=mprd",),
-}
-METRIC_TOL = 5.0  # percentage points of Rank-1/5/10, mAP, mINP
+# DDP (2 processes x 8) against one process with the same global batch of 16, inputs deterministic (NO_AUG), head
+# BN on global-batch statistics (GatheredBatchNorm, conf/trainer/ddp_cpu.yaml). The math of a step is the same
+# (test_one_ddp_step_...: 5e-16 in float64); what differs is float32 round-off: oneDNN picks other convolution
+# kernels for 8 images than for 16, which moves Lite0's first gradient by ~2e-4 (relative). Discrete decisions
+# (the kNN label refresh, the hard-negative top-r) then amplify it from epoch to epoch, so one epoch is compared.
+# Measured on this machine (seed 3, epoch 1): knn |dmAP| 0.26, |dRank-10| 5.9 (2 of 34 queries), memory cosine
+# >= 0.9998, parameters 1.1e-3; mprd |dmAP| 0.006, Rank-k equal, memory cosine >= 0.99999, parameters 1.1e-4.
+# Per-rank BN (trainer.plugins=null) instead: knn |dRank-1| 11.8 and memory cosine down to 0.77 after one epoch.
+MATCH_ROWS = {"knn": ("method=knn",), "mprd": ("method=mprd",)}
+RANK_TOL, MAP_TOL = 6.0, 1.0  # points: Rank-1/5/10 (2 of the 34 tiny queries), mAP and mINP
+MEMORY_COS, PARAM_REL = 0.999, 1e-2
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("row", list(MATCH_ROWS))
-def test_ddp_final_metrics_equal_one_process_with_the_same_global_batch(data_root, tmp_path, row):
-    common = (*MATCH_ROWS[row], *NO_AUG, "max_epochs=3", "seed=3", "data.batch_size=16")
+def test_ddp_epoch_equals_one_process_with_the_same_global_batch(data_root, tmp_path, row):
+    common = (*MATCH_ROWS[row], *NO_AUG, "max_epochs=1", "seed=3", "data.batch_size=16")
     single = _train(tmp_path / "single", data_root, *common, f"+debug.ddp_probe={tmp_path / 'p1'}")
     ddp = _train(tmp_path / "ddp", data_root, *common, "trainer=ddp_cpu", f"+debug.ddp_probe={tmp_path / 'p2'}")
     assert ddp["initial"] == single["initial"]  # the untrained network: the gathered evaluation is exact
-    # the same images in the same global batches, epoch by epoch
-    for epoch in range(3):
-        one = torch.load(tmp_path / "p1" / f"rank0-epoch{epoch}.pt", weights_only=False)["batches"]
-        r0, r1 = _records(tmp_path / "p2", 3)[epoch][0]["batches"], _records(tmp_path / "p2", 3)[epoch][1]["batches"]
-        assert one == [x + y for x, y in zip(r0, r1, strict=True)]
+    one = torch.load(tmp_path / "p1" / "rank0-epoch0.pt", weights_only=False)
+    (r0, r1), = _records(tmp_path / "p2", 1)
+    assert one["batches"] == [x + y for x, y in zip(r0["batches"], r1["batches"], strict=True)]  # same global batches
     gaps = {k: abs(ddp["final"][k] - single["final"][k]) for k in single["final"]}
-    print(f"\n{row}: |DDP - one process| final = {gaps}")
-    assert max(gaps.values()) <= METRIC_TOL, gaps
-    mem_single = torch.load(tmp_path / "p1" / "rank0-epoch2.pt", weights_only=False)["memories"]["memory.features"]
-    mem_ddp = _records(tmp_path / "p2", 3)[2][0]["memories"]["memory.features"]
-    cos = (mem_single * mem_ddp).sum(1)
-    print(f"{row}: memory slot cosine DDP vs one process after 3 epochs: min {cos.min():.4f} mean {cos.mean():.4f}")
+    cos = (one["memories"]["memory.features"] * r0["memories"]["memory.features"]).sum(1)
+    rel = max(float((one["parameters"][n] - r0["parameters"][n]).norm() / one["parameters"][n].norm().clamp(min=1e-12))
+              for n in one["parameters"])
+    print(f"\n{row}: |DDP - one process| after 1 epoch: {gaps}; memory cosine min {cos.min():.6f}; "
+          f"parameters max relative {rel:.1e}")
+    assert all(gaps[k] <= RANK_TOL for k in ("rank1", "rank5", "rank10")), gaps
+    assert gaps["mAP"] <= MAP_TOL and gaps["mINP"] <= MAP_TOL, gaps
+    assert cos.min() >= MEMORY_COS and rel <= PARAM_REL
 
 
 @pytest.mark.parametrize("env,main", [
@@ -229,3 +231,96 @@ def test_only_the_first_process_of_a_ddp_run_owns_the_run_folder(monkeypatch, en
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     assert is_main_process() is main
+
+
+# ------------------------------------------------------------------- one step, DDP against one process
+def _step_model(dtype: torch.dtype):
+    from mprd.models.backbone import ReIDBackbone
+
+    torch.manual_seed(0)
+    body = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                               torch.nn.Conv2d(8, 32, 3, stride=2))
+    return ReIDBackbone(body, 32, name="step", mean=(0.5,) * 3, std=(0.5,) * 3).to(dtype).train()
+
+
+def _step_loss(net, x, index, memory, positives):
+    """One training step's loss as the CNN module computes it: features, memory write (all slots of the global
+    batch, gathered under DDP), then the BD loss against the written memory."""
+    import torch.nn.functional as F
+
+    from mprd.losses.binomial_deviance import binomial_deviance_loss
+
+    feats = F.normalize(net(x), dim=1)
+    all_index, all_feats = index, feats.detach()
+    if torch.distributed.is_initialized():
+        world = torch.distributed.get_world_size()
+        parts_i = [torch.empty_like(index) for _ in range(world)]
+        parts_f = [torch.empty_like(all_feats) for _ in range(world)]
+        torch.distributed.all_gather(parts_i, index)
+        torch.distributed.all_gather(parts_f, all_feats)
+        all_index, all_feats = torch.cat(parts_i), torch.cat(parts_f)
+    memory.update(all_index, all_feats, gamma=0.7)
+    loss, _ = binomial_deviance_loss(feats, memory.features, index, positives, neg_ratio=0.1)
+    return loss
+
+
+def _step_inputs(dtype: torch.dtype):
+    from mprd.memory import FeatureMemory
+    from mprd.pseudo_labels.positive_sets import PositiveSets
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(8, 3, 12, 6, generator=g).to(dtype)
+    index = torch.randperm(40, generator=g)[:8]
+    memory = FeatureMemory(40, 32).to(dtype)
+    memory.initialise(torch.randn(40, 32, generator=g).to(dtype))
+    return x, index, memory, PositiveSets.from_labels(torch.arange(40) // 3)
+
+
+def _ddp_step_worker(rank: int, port: int, dtype: torch.dtype, out: str) -> None:
+    from mprd.ddp import GatheredBatchNorm
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        net = GatheredBatchNorm().apply(_step_model(dtype))
+        ddp = torch.nn.parallel.DistributedDataParallel(net, forward_sync_buffers=False)
+        x, index, memory, positives = _step_inputs(dtype)
+        mine = slice(4 * rank, 4 * rank + 4)
+        _step_loss(ddp, x[mine], index[mine], memory, positives).backward()
+        torch.save({"grads": {n: p.grad for n, p in net.named_parameters()}, "memory": memory.features,
+                    "buffers": dict(net.named_buffers())}, f"{out}/rank{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-4)])
+def test_one_ddp_step_equals_one_process_step_with_the_global_batch(tmp_path, dtype, tol):
+    """2 gloo processes x 4 images against one process with the 8: the same gradients (head and body BN on
+    global-batch statistics via GatheredBatchNorm), memory and BN running statistics. In float64 the difference
+    is round-off (1e-12); in float32 it is float summation order (stated bound 1e-4 relative, measured ~1e-6)."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_step_worker, args=(_free_port(), dtype, str(tmp_path)), nprocs=2)
+    net = _step_model(dtype)
+    x, index, memory, positives = _step_inputs(dtype)
+    _step_loss(net, x, index, memory, positives).backward()
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
+        # relative to the whole gradient's norm: a conv bias before a BN has a zero gradient (round-off only)
+        scale = torch.cat([p.grad.flatten() for p in net.parameters()]).norm()
+        worst = max(float((got["grads"][n] - p.grad).norm() / scale) for n, p in net.named_parameters())
+        print(f"\n{dtype} rank {rank}: largest gradient difference / gradient norm = {worst:.1e}")
+        assert worst <= tol
+        assert torch.allclose(got["memory"], memory.features, atol=tol, rtol=0)
+        for name, b in net.named_buffers():
+            assert torch.allclose(got["buffers"][name].to(b.dtype), b, atol=tol * 10, rtol=0), name
