@@ -324,3 +324,25 @@ def test_one_ddp_step_equals_one_process_step_with_the_global_batch(tmp_path, dt
         assert torch.allclose(got["memory"], memory.features, atol=tol, rtol=0)
         for name, b in net.named_buffers():
             assert torch.allclose(got["buffers"][name].to(b.dtype), b, atol=tol * 10, rtol=0), name
+
+
+@pytest.mark.parametrize("trainer,expected", [
+    ({"devices": 1}, 1), ({"devices": 2, "num_nodes": 2}, 4), ({"devices": [0, 3]}, 2), ({"devices": "0,1,2"}, 3),
+    ({"devices": "2"}, 2), ({"devices": "auto", "accelerator": "cpu"}, 1), ({"devices": -1, "accelerator": "cpu"}, 1),
+])
+def test_planned_world_size_counts_processes_as_lightning_does(trainer, expected):
+    from omegaconf import OmegaConf
+
+    from mprd.train import planned_world_size
+
+    assert planned_world_size(OmegaConf.create(trainer)) == expected
+
+
+@pytest.mark.slow
+def test_uga_ddp_run_is_refused_before_anything_starts(data_root, tmp_path):
+    args = [sys.executable, "-m", "mprd.train", f"paths.root_dir={data_root}", f"hydra.run.dir={tmp_path / 'run'}",
+            *COMMON, "experiment=uga/uga", "data.batch_size=12", "trainer=ddp_cpu", "max_epochs=2"]
+    proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "method.family=uga with 2 processes" in proc.stderr and "use trainer.devices=1" in proc.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -249,6 +249,24 @@ def ddp_callbacks(cfg: DictConfig) -> list[Any]:
     return callbacks
 
 
+def planned_world_size(trainer_cfg: Any) -> int:
+    """Processes the trainer config asks for, as Lightning counts them: devices (an int, a list of ids, "auto" or
+    -1 = every visible GPU, one CPU process) x num_nodes."""
+    devices, nodes = trainer_cfg.get("devices", 1), int(trainer_cfg.get("num_nodes", 1) or 1)
+    gpu = str(trainer_cfg.get("accelerator", "auto")) in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+    if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
+        devices = int(devices)
+    if devices in ("auto", -1):
+        count = torch.cuda.device_count() if gpu else 1
+    elif isinstance(devices, int):
+        count = devices
+    elif isinstance(devices, str):  # "0,1" (device ids)
+        count = len([d for d in devices.split(",") if d.strip()])
+    else:
+        count = len(list(devices))
+    return max(count, 1) * nodes
+
+
 def check_trainer(cfg: DictConfig, world_size: int) -> None:
     """Refuse, before any process is launched, what the trainer cannot run as asked: a multi-process run of a
     method without a DDP path, a global batch that does not split over the processes, bf16 on a GPU without it."""
@@ -437,12 +455,12 @@ def _run(cfg: DictConfig, output_dir: Path, extra_callbacks: list[Any], main: bo
     if sigkill_at:
         callbacks.append(SigkillAt(*sigkill_at))
     callbacks.extend(ddp_callbacks(cfg))
+    check_trainer(cfg, planned_world_size(cfg.trainer))  # before the folder changes: a refused start changes nothing
     if main:  # only now, once the data and the model are built: a failed start leaves the folder as it was
         prepare_folder(output_dir, ckpt_path, unreadable)
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer, logger=build_loggers(cfg, output_dir), callbacks=callbacks, default_root_dir=str(output_dir)
     )
-    check_trainer(cfg, trainer.world_size)
     log.info("training %s (artefact %s, row %s, seed %s) -> %s", cfg.method.name, cfg.get("artefact"), cfg.get("row"), cfg.seed, output_dir)
     t0 = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)

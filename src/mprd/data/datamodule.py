@@ -613,8 +613,10 @@ class ReIDDataModule(L.LightningDataModule):
         else:
             transforms = {"transform": self.train_transform}
         dataset = TrainDraws(self._pixels("train"), len(data.train), self._offsets, camids, **transforms)
-        sampler, per_rank = self._sharded(CameraBalancedSampler(camids, size, self.seed), size)
-        return self._loader(dataset, per_rank, sampler=sampler, drop_last=True, seed_offset=4)
+        # one process only (UGA refuses DDP, mprd.train.check_trainer): a batch is grouped by camera, so halving
+        # it would hand each rank other cameras
+        sampler = CameraBalancedSampler(camids, size, self.seed)
+        return self._loader(dataset, size, sampler=sampler, drop_last=True, seed_offset=4)
 
     def _sharded(self, base: Sampler[int], batch_size: int) -> tuple[Sampler[int], int]:
         """(sampler, loader batch size): `base` itself on one process; under DDP this rank's share of every
