@@ -101,6 +101,11 @@ def test_uga_under_ddp_is_refused_with_what_to_use_instead():
     check_trainer(_trainer_cfg("memory"), world_size=2)
     with pytest.raises(SettingsError, match=r"data.batch_size=30: the global batch must split evenly over the 4"):
         check_trainer(_trainer_cfg("memory", batch_size=30), world_size=4)
+    cpu_sync = _trainer_cfg("memory")
+    cpu_sync.trainer.sync_batchnorm = True
+    with pytest.raises(SettingsError, match=r"trainer.sync_batchnorm=true with trainer.accelerator=cpu: .* trainer=ddp_cpu"):
+        check_trainer(cpu_sync, world_size=2)
+    check_trainer(cpu_sync, world_size=1)
 
 
 def test_uga_module_refuses_ddp_at_fit_start_too():
@@ -346,3 +351,20 @@ def test_uga_ddp_run_is_refused_before_anything_starts(data_root, tmp_path):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "method.family=uga with 2 processes" in proc.stderr and "use trainer.devices=1" in proc.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_gathered_batchnorm_swaps_classes_keeps_state_and_is_plain_bn_on_one_process():
+    from mprd.ddp import GatheredBatchNorm, GatheredBatchNorm1d, GatheredBatchNorm2d
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4), torch.nn.Flatten(1),
+                              torch.nn.BatchNorm1d(4 * 9)).train()
+    x = torch.randn(6, 3, 3, 3)
+    plain = net(x).detach().clone()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    GatheredBatchNorm().apply(net)
+    assert (type(net[1]), type(net[3])) == (GatheredBatchNorm2d, GatheredBatchNorm1d)
+    net.load_state_dict(before)  # same keys: checkpoints load either way
+    assert torch.allclose(net(x), plain, atol=1e-6)  # no process group: the plain layer
+    GatheredBatchNorm().revert(net)
+    assert (type(net[1]), type(net[3])) == (torch.nn.BatchNorm2d, torch.nn.BatchNorm1d)

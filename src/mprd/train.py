@@ -277,6 +277,11 @@ def check_trainer(cfg: DictConfig, world_size: int) -> None:
             f"trainer.precision={precision}: {torch.cuda.get_device_name()} has no native bf16; use "
             "trainer.precision=16-mixed (fp16 autocast with loss scaling) or 32-true"
         )
+    if world_size > 1 and cfg.trainer.get("sync_batchnorm") and str(cfg.trainer.get("accelerator")) == "cpu":
+        raise SettingsError(
+            "trainer.sync_batchnorm=true with trainer.accelerator=cpu: torch's SyncBatchNorm runs on GPUs only; use "
+            "trainer=ddp_cpu (global-batch BN through mprd.ddp.GatheredBatchNorm) or trainer.sync_batchnorm=false"
+        )
     if world_size > 1 and cfg.method.get("family") == "uga":
         raise SettingsError(
             f"method.family=uga with {world_size} processes (trainer.devices x trainer.num_nodes): UGA has no DDP "
