@@ -37,8 +37,13 @@ class CheckpointError(RuntimeError):
 
 
 def is_main_process() -> bool:
-    """False in the extra ranks Lightning starts for DDP (they share rank 0's folder and lock)."""
-    return all(os.environ.get(k, "0") == "0" for k in ("LOCAL_RANK", "NODE_RANK", "RANK"))
+    """False in the extra ranks of a DDP run (they share rank 0's folder and lock): the processes Lightning
+    starts itself (LOCAL_RANK / NODE_RANK / RANK) and, in a SLURM allocation of several tasks (submitit, srun),
+    every task but SLURM_PROCID 0, which SLURM starts before Lightning sets any rank variable."""
+    if any(os.environ.get(k, "0") != "0" for k in ("LOCAL_RANK", "NODE_RANK", "RANK")):
+        return False
+    slurm_tasks = os.environ.get("SLURM_NTASKS", "1")
+    return not (slurm_tasks.isdigit() and int(slurm_tasks) > 1 and os.environ.get("SLURM_PROCID", "0") != "0")
 
 
 # ---------------------------------------------------------------------------------------- checkpoints

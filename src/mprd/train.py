@@ -45,6 +45,9 @@ log = logging.getLogger("mprd.train")
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise
 # frozen body BN layers are in eval mode on purpose (backbone.freeze_bn); Lightning warns about them at fit start
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+# under DDP every rank evaluates the gathered query/gallery (identical metrics); epoch-level training logs are
+# rank 0's share of the global batch. Lightning's per-key advice to add sync_dist would only repeat this
+warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting.*")
 
 
 def build_datamodule(cfg: DictConfig, mean: tuple[float, ...], std: tuple[float, ...]) -> L.LightningDataModule:
@@ -234,6 +237,65 @@ class InitialEvaluation(L.Callback):
             log.info("untrained network: %s", {k: round(v, 2) for k, v in metrics.items()})
 
 
+def ddp_callbacks(cfg: DictConfig) -> list[Any]:
+    """Rank 0's buffers on every rank at epoch starts and validations (a no-op on one process), and with
+    `+debug.ddp_probe=<folder>` the per-rank records the DDP tests compare (`mprd.ddp`)."""
+    from mprd.ddp import DDPProbe, SyncBuffersFromRankZero
+
+    callbacks: list[Any] = [SyncBuffersFromRankZero()]
+    probe = cfg.get("debug", {}).get("ddp_probe")
+    if probe:
+        callbacks.append(DDPProbe(probe))
+    return callbacks
+
+
+def planned_world_size(trainer_cfg: Any) -> int:
+    """Processes the trainer config asks for, as Lightning counts them: devices (an int, a list of ids, "auto" or
+    -1 = every visible GPU, one CPU process) x num_nodes."""
+    devices, nodes = trainer_cfg.get("devices", 1), int(trainer_cfg.get("num_nodes", 1) or 1)
+    gpu = str(trainer_cfg.get("accelerator", "auto")) in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+    if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
+        devices = int(devices)
+    if devices in ("auto", -1):
+        count = torch.cuda.device_count() if gpu else 1
+    elif isinstance(devices, int):
+        count = devices
+    elif isinstance(devices, str):  # "0,1" (device ids)
+        count = len([d for d in devices.split(",") if d.strip()])
+    else:
+        count = len(list(devices))
+    return max(count, 1) * nodes
+
+
+def check_trainer(cfg: DictConfig, world_size: int) -> None:
+    """Refuse, before any process is launched, what the trainer cannot run as asked: a multi-process run of a
+    method without a DDP path, a global batch that does not split over the processes, bf16 on a GPU without it."""
+    precision = str(cfg.trainer.get("precision", "32-true"))
+    if precision.startswith("bf16") and torch.cuda.is_available() and str(cfg.trainer.get("accelerator")) in ("gpu", "cuda", "auto") \
+            and not torch.cuda.is_bf16_supported(including_emulation=False):
+        raise SettingsError(
+            f"trainer.precision={precision}: {torch.cuda.get_device_name()} has no native bf16; use "
+            "trainer.precision=16-mixed (fp16 autocast with loss scaling) or 32-true"
+        )
+    if world_size > 1 and cfg.trainer.get("sync_batchnorm") and str(cfg.trainer.get("accelerator")) == "cpu":
+        raise SettingsError(
+            "trainer.sync_batchnorm=true with trainer.accelerator=cpu: torch's SyncBatchNorm runs on GPUs only; use "
+            "trainer=ddp_cpu (global-batch BN through mprd.ddp.GatheredBatchNorm) or trainer.sync_batchnorm=false"
+        )
+    if world_size > 1 and cfg.method.get("family") == "uga":
+        raise SettingsError(
+            f"method.family=uga with {world_size} processes (trainer.devices x trainer.num_nodes): UGA has no DDP "
+            "path (its camera-balanced batches, multi-branch classifier rows and cross-view graph assume one "
+            "process holds every camera's samples); use trainer.devices=1 trainer.num_nodes=1, and run seeds or "
+            "rows in parallel with the launcher (docs/cluster.md)"
+        )
+    if world_size > 1 and cfg.data.batch_size % world_size:
+        raise SettingsError(
+            f"data.batch_size={cfg.data.batch_size}: the global batch must split evenly over the {world_size} "
+            "DDP processes (trainer.devices x trainer.num_nodes); use a multiple of " + str(world_size)
+        )
+
+
 def git_commit() -> str:
     try:
         root = Path(__file__).resolve().parents[2]
@@ -397,6 +459,8 @@ def _run(cfg: DictConfig, output_dir: Path, extra_callbacks: list[Any], main: bo
     sigkill_at = cfg.get("debug", {}).get("sigkill_at")
     if sigkill_at:
         callbacks.append(SigkillAt(*sigkill_at))
+    callbacks.extend(ddp_callbacks(cfg))
+    check_trainer(cfg, planned_world_size(cfg.trainer))  # before the folder changes: a refused start changes nothing
     if main:  # only now, once the data and the model are built: a failed start leaves the folder as it was
         prepare_folder(output_dir, ckpt_path, unreadable)
     trainer_cfg = cfg.trainer

@@ -30,7 +30,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, default_collate
 from torchvision.transforms.v2 import functional as F
 
 from mprd.data.records import DatasetError, ReIDData
@@ -333,6 +333,70 @@ class CameraBalancedSampler(Sampler[int]):
         return iter(order)
 
 
+class GlobalBatchShard(DistributedSampler):
+    """One rank's share of every global batch of `base` (DDP): rank r of W gets items [r·b, (r+1)·b) of each
+    global batch of W·b items, in `base`'s order; the incomplete last global batch is dropped.
+
+    So W ranks with per-rank batch b see, batch for batch, exactly the images that one process with batch
+    W·b sees (the per-rank sets are disjoint and their union is that process's epoch), and an epoch still
+    depends only on (seed, epoch). A `DistributedSampler` subclass, so Lightning uses it as it is instead of
+    wrapping the base sampler in its own (which would pad, re-split and lose the per-epoch order).
+    """
+
+    def __init__(self, base: Sampler[int], per_rank: int, rank: int, world_size: int):
+        if world_size < 1 or not 0 <= rank < world_size or per_rank < 1:
+            raise ValueError(f"GlobalBatchShard: need world_size >= 1, 0 <= rank < world_size and per_rank >= 1; "
+                             f"got rank={rank}, world_size={world_size}, per_rank={per_rank}")
+        # DistributedSampler's own state is unused; the explicit rank/world size keep it from asking torch.distributed
+        super().__init__(range(len(base)), num_replicas=world_size, rank=rank, shuffle=False)  # type: ignore[arg-type]
+        self.base, self.per_rank = base, int(per_rank)
+        self.global_batch = self.per_rank * world_size
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        if hasattr(self.base, "set_epoch"):
+            self.base.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return (len(self.base) // self.global_batch) * self.per_rank
+
+    def __iter__(self):
+        order = list(self.base)
+        decorrelate_rank_streams(self.rank)
+        start = self.rank * self.per_rank
+        mine = [order[b + start:b + start + self.per_rank]
+                for b in range(0, len(order) - self.global_batch + 1, self.global_batch)]
+        return iter([i for chunk in mine for i in chunk])
+
+
+def decorrelate_rank_streams(rank: int) -> None:
+    """Move rank r onto its own global torch random stream, derived from the stream every rank shares.
+
+    Every rank reseeds alike at each epoch start (so a resumed run draws what an uninterrupted one draws);
+    without this, rank r's k-th image of each batch would get the same random augmentation as rank 0's k-th.
+    Called when a rank's training epoch starts iterating (deterministic in (seed, epoch, rank)).
+    """
+    shared = int(torch.randint(0, 2**62, (1,)))
+    torch.manual_seed(shared + 1_000_003 * rank)
+
+
+def distributed_context(trainer: Any) -> tuple[int, int]:
+    """(global rank, world size) of the Lightning trainer, else of torch.distributed, else (0, 1)."""
+    if trainer is not None and getattr(trainer, "world_size", 1) > 1:
+        return int(trainer.global_rank), int(trainer.world_size)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def per_rank_batch(batch_size: int, world_size: int, setting: str = "data.batch_size") -> int:
+    """`batch_size` is the global batch (what one process uses); each of `world_size` ranks takes an equal share."""
+    if batch_size % world_size:
+        raise ValueError(f"{setting}={batch_size} is the global batch and must split evenly over the {world_size} "
+                         f"DDP processes (trainer.devices x trainer.num_nodes); use a multiple of {world_size}")
+    return batch_size // world_size
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Data module
 # ----------------------------------------------------------------------------------------------------------
@@ -502,12 +566,14 @@ class ReIDDataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset, batch_size: int, *, sampler: Sampler | None, drop_last: bool,
                 seed_offset: int) -> DataLoader:
         workers = self.num_workers
+        rank, _ = distributed_context(getattr(self, "trainer", None))
         return DataLoader(
             dataset, batch_size=batch_size, sampler=sampler, shuffle=False, drop_last=drop_last,
             num_workers=workers, collate_fn=passthrough_collate, pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers and workers > 0,
             # seeds the workers' RNGs (augmentation) reproducibly; advances once per pass
-            generator=torch.Generator().manual_seed(self.seed * 1000 + seed_offset),
+            # (+ the rank under DDP, so worker streams differ between ranks; rank 0 = the one-process seed)
+            generator=torch.Generator().manual_seed(self.seed * 1000 + seed_offset + 100_003 * rank),
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -529,8 +595,8 @@ class ReIDDataModule(L.LightningDataModule):
         else:
             transforms = {"transform": self.train_transform}
         dataset = TrainDraws(self._pixels("train"), n, self._offsets, camids, **transforms)
-        return self._loader(dataset, self.batch_size, sampler=EpochShuffle(n, self.seed), drop_last=self.drop_last,
-                            seed_offset=1)
+        sampler, size = self._sharded(EpochShuffle(n, self.seed), self.batch_size)
+        return self._loader(dataset, size, sampler=sampler, drop_last=self.drop_last, seed_offset=1)
 
     def camera_balanced_dataloader(self, batch_size: int | None = None) -> DataLoader:
         """Training draws as `train_dataloader` gives them, in camera-balanced batches (`CameraBalancedSampler`).
@@ -547,8 +613,21 @@ class ReIDDataModule(L.LightningDataModule):
         else:
             transforms = {"transform": self.train_transform}
         dataset = TrainDraws(self._pixels("train"), len(data.train), self._offsets, camids, **transforms)
+        # one process only (UGA refuses DDP, mprd.train.check_trainer): a batch is grouped by camera, so halving
+        # it would hand each rank other cameras
         sampler = CameraBalancedSampler(camids, size, self.seed)
         return self._loader(dataset, size, sampler=sampler, drop_last=True, seed_offset=4)
+
+    def _sharded(self, base: Sampler[int], batch_size: int) -> tuple[Sampler[int], int]:
+        """(sampler, loader batch size): `base` itself on one process; under DDP this rank's share of every
+        global batch of `batch_size` (`GlobalBatchShard`), so the recipe's batch does not move with the GPU count."""
+        rank, world = distributed_context(getattr(self, "trainer", None))
+        if world == 1:
+            return base, batch_size
+        if not self.drop_last:
+            raise ValueError("ReIDDataModule: DDP training needs drop_last=True (only whole global batches are split)")
+        per_rank = per_rank_batch(batch_size, world)
+        return GlobalBatchShard(base, per_rank, rank, world), per_rank
 
     def perturbed_dataloader(self, indices: Sequence[int] | None = None, batch_size: int | None = None
                              ) -> DataLoader:

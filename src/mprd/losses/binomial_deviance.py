@@ -9,6 +9,18 @@ from torch import Tensor
 from mprd.pseudo_labels.positive_sets import PositiveSets
 
 
+def memory_scores(features: Tensor, memory: Tensor) -> Tensor:
+    """s_ij = <f_i, M[j]> (B x N) in fp32 whatever autocast says (gradient reaches `features`).
+
+    Under bf16/fp16 autocast the matmul would round s_ij to 8 (bf16) or 11 (fp16) bits: an error of up to
+    ~4e-3 (bf16) near s = 1, the size of the gaps between the hard-negative candidates that Eq. 3 ranks and
+    comparable to what α(s − λ) is meant to resolve. One B x N x d product in fp32 is cheap next to the body.
+    """
+    dtype = torch.promote_types(torch.promote_types(features.dtype, memory.dtype), torch.float32)  # fp64 stays
+    with torch.autocast(device_type=features.device.type, enabled=False):
+        return features.to(dtype) @ memory.detach().to(dtype).T
+
+
 def num_hard_negatives(num_slots: int, positive_sizes: Tensor, ratio: float = 0.01) -> Tensor:
     """r_i = max(1, ⌊ratio · (N − |P_i|)⌋) (MPRD spec ambiguity 4, MLCR's definition); 0 when no negative exists."""
     negatives = (num_slots - positive_sizes).long()
@@ -50,7 +62,7 @@ def binomial_deviance_loss(
     images" reading; the caller drops those anchors). Returns the loss and its two terms (batch means).
     """
     memory = memory.detach()
-    scores = features @ memory.T  # s_ij = <F̃(x_i), M̃[j]>
+    scores = memory_scores(features, memory)  # s_ij = <F̃(x_i), M̃[j]>, fp32 (so are the margins and the ranking)
     pos_mask = positives.batch_mask(batch_index, memory.shape[0], device=scores.device)
     num = memory.shape[0]
     if exclude_slots is not None:

@@ -14,6 +14,7 @@ import math
 import torch
 from torch import Tensor
 
+from mprd.losses.binomial_deviance import memory_scores
 from mprd.pseudo_labels.positive_sets import PositiveSets
 
 
@@ -47,8 +48,7 @@ def mmcl_terms(
 ) -> tuple[Tensor, Tensor]:
     """Per-anchor terms of Eq. 17, each (B,): mean (c − 1)² over P*_i and mean (c + 1)² over N_i."""
     _check_args(features, memory, batch_index, positives, r)
-    memory = memory.detach().to(features.dtype)
-    scores = features @ memory.T  # (B, N) classification scores, Eq. 3
+    scores = memory_scores(features, memory)  # (B, N) classification scores, Eq. 3; fp32 under autocast too
     pos_mask = positives.batch_mask(batch_index, memory.shape[0], device=scores.device)
     pos_size = pos_mask.sum(dim=1)
     pos_term = ((scores - 1).pow(2) * pos_mask).sum(dim=1) / pos_size.clamp(min=1)

@@ -375,6 +375,9 @@ class SSLRModule(QueryGalleryEvaluation):
                                  "untrained: set backbone.test_feature=pool5 (SSLR tests on pool-5)")
             self.head: nn.Module | None = EmbeddingHead(backbone.out_dim, self.cfg.embed_dim or backbone.out_dim)
             dim = self.cfg.embed_dim or backbone.out_dim
+            # the backbone's appended BN is unused (not in the loss, not in the optimiser): marked frozen, so DDP
+            # does not wait for gradients that never come
+            backbone.bn.requires_grad_(False)
         else:
             self.head, dim = None, backbone.out_dim
         self.dropout = nn.Dropout(self.cfg.dropout)

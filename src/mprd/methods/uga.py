@@ -577,8 +577,10 @@ class UGAModule(QueryGalleryEvaluation):
 
     def on_fit_start(self) -> None:
         if self.trainer.world_size > 1:
-            raise ValueError("method.family=uga runs on one device (camera-balanced sampler, CVG on one rank); "
-                             "use trainer.devices=1")
+            raise ValueError(f"method.family=uga with {self.trainer.world_size} processes: UGA has no DDP path (its "
+                             "camera-balanced batches, multi-branch classifier rows and cross-view graph assume one "
+                             "process holds every camera's samples); use trainer.devices=1 trainer.num_nodes=1 and "
+                             "run seeds or rows in parallel with the launcher (docs/cluster.md)")
 
     def on_train_epoch_start(self) -> None:
         epoch = self.current_epoch

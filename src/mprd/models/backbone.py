@@ -110,14 +110,21 @@ class ReIDBackbone(nn.Module):
 
     def forward_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(pool5 feature, BN feature), both (B, out_dim) and not normalised."""
+        if x.is_floating_point() and x.dtype != self.bn.weight.dtype:
+            # feature passes outside Lightning's steps (memory init, refresh, evaluation) get the parameters'
+            # dtype, as Lightning's steps do (trainer.precision=64-true: the DDP equality tests)
+            x = x.to(self.bn.weight.dtype)
         fmap = self.body(x)
         if fmap.ndim != 4 or fmap.shape[1] != self.out_dim:
             raise ValueError(
                 f"backbone {self.name!r}: body returned shape {tuple(fmap.shape)}, expected a (B, {self.out_dim}, H, W)"
                 " feature map (only convolutional models are supported)"
             )
-        pool5 = self.pool(fmap).flatten(1)
-        return pool5, self.bn(pool5)
+        # the head runs in fp32 even under autocast (a no-op in fp32 runs): its output is what the memory stores,
+        # what the loss margins compare and what kNN ranks; it costs B x d, nothing next to the body
+        with torch.autocast(device_type=fmap.device.type, enabled=False):
+            pool5 = self.pool(fmap.float() if fmap.dtype in (torch.float16, torch.bfloat16) else fmap).flatten(1)
+            return pool5, self.bn(pool5)
 
     def forward(self, x: Tensor) -> Tensor:
         """The BN feature (B, out_dim); the training feature is its L2 normalisation, done by the caller."""

@@ -209,10 +209,15 @@ class CNNModule(QueryGalleryEvaluation):
             self.memory.initialise(clean)
         if due:
             t0 = time.perf_counter()
-            positives = None
+            positives, state = None, None
             if self.trainer.is_global_zero:
                 positives = self.generator.refresh(self.memory.features, epoch=epoch, module=self)
-            positives = self.trainer.strategy.broadcast(positives, src=0)
+                if self.trainer.world_size > 1 and hasattr(self.generator, "state_dict"):
+                    # MPRD's GCN, trained on rank 0 only; sent from the CPU so no rank unpickles onto rank 0's GPU
+                    state = L.pytorch.utilities.move_data_to_device(self.generator.state_dict(), "cpu")
+            positives, state = self.trainer.strategy.broadcast((positives, state), src=0)
+            if state is not None and not self.trainer.is_global_zero:
+                self.generator.load_state_dict(state)  # every rank holds rank 0's GCN (and checkpoints agree)
             self.positives = _override(self.generator, positives)
             self.log("time/refresh_s", time.perf_counter() - t0, on_epoch=True, on_step=False)
             for key, value in getattr(self.generator, "last_stats", {}).items():

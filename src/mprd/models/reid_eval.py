@@ -1,8 +1,10 @@
 """Query/gallery evaluation for any re-ID LightningModule (one place for every method).
 
 The module provides `backbone.extract(x)` (the L2-normalised test feature) and a `max_epochs`; Lightning's
-validation loop feeds `[query, gallery]` loaders (the data module's `val_dataloader`). Under DDP each
-rank evaluates what it holds; the reported numbers come from rank 0's full pass (single-device default).
+validation loop feeds `[query, gallery]` loaders (the data module's `val_dataloader`). Under DDP Lightning
+gives each rank a share of query and gallery (padded with repeats); the ranks' (index, feature) rows are
+all-gathered and de-duplicated by index, so every rank evaluates the whole query/gallery and reports the
+numbers one process would.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ class QueryGalleryEvaluation(L.LightningModule):
         self.history: list[dict[str, float]] = []
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
-        feats = self.backbone.extract(batch["image"])
+        # fp32: the slot index rides in column 0 (bf16 holds integers exactly only up to 256)
+        feats = self.backbone.extract(batch["image"]).float()
         rows = torch.cat([batch["index"].unsqueeze(1).to(feats), feats], 1)
         self._val_feats.setdefault(dataloader_idx, []).append(rows)
 
@@ -34,7 +37,7 @@ class QueryGalleryEvaluation(L.LightningModule):
         if len(self._val_feats) < 2:
             self._val_feats = {}
             return
-        q, g = (_ordered(self._val_feats[i]) for i in (0, 1))
+        q, g = (_ordered(self._gather_rows(torch.cat(self._val_feats[i]))) for i in (0, 1))
         self._val_feats = {}
         metrics = self._query_gallery_metrics(q, g)
         for key, value in metrics.items():
@@ -42,6 +45,16 @@ class QueryGalleryEvaluation(L.LightningModule):
         # after fit, current_epoch == max_epochs: the final validate() belongs to the last epoch
         record = {"epoch": min(self.current_epoch + 1, self.max_epochs), **metrics}
         self.history.append(record)
+
+    def _gather_rows(self, rows: Tensor) -> Tensor:
+        """Every rank's (index, feature) rows under DDP (this rank's alone otherwise); ranks may hold unequal counts."""
+        if self.trainer.world_size <= 1:
+            return rows
+        counts = self.all_gather(torch.tensor([rows.shape[0]], device=rows.device)).reshape(-1)
+        padded = torch.zeros(int(counts.max()), rows.shape[1], device=rows.device, dtype=rows.dtype)
+        padded[: rows.shape[0]] = rows
+        gathered = self.all_gather(padded)  # (world, max count, 1 + d)
+        return torch.cat([gathered[r, : int(n)] for r, n in enumerate(counts.tolist())])
 
     def _query_gallery_metrics(self, q: Tensor, g: Tensor) -> dict[str, float]:
         dm = self.trainer.datamodule
@@ -69,9 +82,13 @@ class QueryGalleryEvaluation(L.LightningModule):
         return metrics
 
 
-def _ordered(chunks: list[Tensor]) -> Tensor:
-    rows = torch.cat(chunks)
-    return rows[torch.argsort(rows[:, 0]), 1:]
+def _ordered(chunks: list[Tensor] | Tensor) -> Tensor:
+    """Features in record order; a row repeated (DDP's padding of the last share) is kept once."""
+    rows = torch.cat(chunks) if isinstance(chunks, list) else chunks
+    rows = rows[torch.argsort(rows[:, 0], stable=True)]
+    first = torch.ones(rows.shape[0], dtype=torch.bool, device=rows.device)
+    first[1:] = rows[1:, 0] != rows[:-1, 0]
+    return rows[first, 1:]
 
 
 def _ids(records) -> tuple[Tensor, Tensor]:
