@@ -69,7 +69,7 @@ SEED_LIST := $(subst $(space),$(comma),$(strip $(SEEDS)))
 RUNS = $(RESULTS)/runs/$(1)-$(DATASET)
 # JOBS: runs in parallel on this machine (joblib launcher, one thread each). On the CPU presets two
 # one-thread runs use 2 cores better than one two-thread run (docs/presets.md); LAUNCHER=... overrides it.
-JOBS ?= $(if $(filter cpu cpu_real,$(PRESET)),2,1)
+JOBS ?= $(if $(filter cpu cpu_real cpu_long,$(PRESET)),2,1)
 PARALLEL = $(if $(LAUNCHER),,$(filter-out 1,$(JOBS)))
 TRAIN = $(if $(PARALLEL),OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 )$(BIN)/python -m mprd.train
 COMMON = dataset=$(DATASET) $(if $(DATA_ROOT),dataset.root=$(DATA_ROOT)) preset=$(PRESET) \
@@ -186,7 +186,7 @@ uga-cvg-curve: $(STAMP) ## UGA Fig. 4: CVG edge precision/recall vs lambda, +- m
 # SSLR's schedule (stage 0 + S iterations) must fill max_epochs: the CPU presets set a short one
 # (`sslr_schedule`); on the GPU presets its row runs SSLR's own 25 + 20 x 2 = 65 epochs (SSLR_TABLE3).
 TABLE3_EXPERIMENTS := table3/mprd,table3/mlcr,sslr/table3,uga/table3
-SSLR_TABLE3 ?= $(if $(filter cpu cpu_real,$(PRESET)),,max_epochs=65)
+SSLR_TABLE3 ?= $(if $(filter cpu cpu_real cpu_long,$(PRESET)),,max_epochs=65)
 
 reproduce-table3: $(STAMP) ## Table 3: MPRD, MLCR, SSLR (+ UGA, extra) with Rank-1/5/10, mAP, what each uses + report
 	$(TRAIN) --multirun seed=$(SEED_LIST) experiment=$(subst $(comma)sslr/table3,,$(TABLE3_EXPERIMENTS)) \

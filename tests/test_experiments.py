@@ -25,7 +25,7 @@ def test_every_experiment_composes(experiment, tmp_path):
         assert cfg.method.name == cfg.row
 
 
-@pytest.mark.parametrize(("preset", "iterations", "epochs"), [("cpu", 2, 6), ("cpu_real", 2, 4), ("paper", 20, 65)])
+@pytest.mark.parametrize(("preset", "iterations", "epochs"), [("cpu", 2, 6), ("cpu_real", 2, 4), ("cpu_long", 2, 18), ("paper", 20, 65)])
 def test_reproduce_table3_rows(tmp_path, preset, iterations, epochs):
     """`make reproduce-table3` (dry run): MPRD, MLCR, SSLR (the paper's rows) and UGA (extra), all in table3;
     SSLR's stage 0 + iterations fill max_epochs (the CPU presets' length; SSLR's own 25 + 20 x 2 on the GPU
@@ -147,7 +147,8 @@ def test_table3_rows_train_on_tiny_and_report(tmp_path):
     out = tmp_path / "out"
     assert report.main(["table3", "--runs", str(tmp_path / "runs"), "--out", str(out), "--no-plot"]) == 0
     csv = pd.read_csv(out / "table3-synthetic.csv")
-    assert list(csv["key"])[-1] == "uga" and not csv["in_paper"].iloc[-1]
+    # UGA (our extra row) after the paper's rows, then the untrained network's row (docs/dynamics.md)
+    assert list(csv["key"])[-2:] == ["uga", "untrained"] and not csv["in_paper"].iloc[-2:].any()
     uses = csv.set_index("key")["uses"]
     assert uses["mprd"] == "5 meta IDs + CamStyle (camera IDs)" and uses["mlcr"] == "CamStyle (camera IDs)"
     assert uses["sslr"] == "camera IDs (CCE)"
@@ -205,7 +206,7 @@ def test_sslr_sweep_targets_compose_and_feed_their_report(target, tmp_path):
         assert _sweep_value(run, target, spec["aliases"])[:2] == (True, cfg.sweep[key])
 
 
-@pytest.mark.parametrize(("preset", "k_max", "clip"), [("cpu", 8, 5.0), ("cpu_real", 8, 5.0), ("paper", 32, None)])
+@pytest.mark.parametrize(("preset", "k_max", "clip"), [("cpu", 8, 5.0), ("cpu_real", 8, 5.0), ("cpu_long", 8, 5.0), ("paper", 32, None)])
 def test_one_recipe_caps_every_threshold_rule_and_clips_only_on_cpu(tmp_path, preset, k_max, clip):
     """recipe.k_max reaches MPRD's k_i, SS's P_i and MPLP*'s k_i alike (docs/dynamics.md causes 5-6); MLCR keeps
     its own uncapped MPLP; the CPU presets clip the gradient norm (cause 7), the paper preset does not."""
@@ -224,3 +225,16 @@ def test_one_recipe_caps_every_threshold_rule_and_clips_only_on_cpu(tmp_path, pr
     assert mlcr.method.generator.get("max_candidates") is None
     literal = compose_cfg(tmp_path, "experiment=table1/ss", f"preset={preset}", "method.generator.max_k=null")
     assert literal.method.generator.max_k is None
+
+
+def test_cpu_long_is_cpu_with_a_longer_schedule(tmp_path):
+    """preset=cpu_long changes the schedule only (epochs, lr step, SSLR's split), so its curves extend cpu's."""
+    short = OmegaConf.to_container(compose_cfg(tmp_path, "experiment=table1/mprd", "preset=cpu"), resolve=True)
+    long = OmegaConf.to_container(compose_cfg(tmp_path, "experiment=table1/mprd", "preset=cpu_long"), resolve=True)
+    assert (long["max_epochs"], long["optim"]["milestones"], long["preset_name"]) == (18, [12], "cpu_long")
+    sslr = long["sslr_schedule"]
+    assert sslr["stage0_epochs"] + 2 * sslr["epochs_per_iteration"] == 18
+    for cfg in (short, long):
+        for key in ("max_epochs", "optim", "sslr_schedule", "preset_name", "trainer", "paths", "hydra"):
+            cfg.pop(key, None)
+    assert short == long

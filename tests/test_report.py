@@ -561,3 +561,16 @@ def test_gap_closed_line_ours_and_paper(runs_dir: Path, paper: dict) -> None:
     md = render_markdown(aggregate(_runs(runs_dir), "table1", paper=paper))
     # fixture: single mAP 5, super 50, mprd 30 -> 25 / 45 = 56 %; paper Market: (51.1 - 15.5) / (68.5 - 15.5) = 67 %
     assert "- MPRD closes 56 % of our Single → Super. mAP gap (paper: 67 %)." in md
+
+
+@pytest.mark.parametrize("preset", ["cpu", "cpu_long"])
+def test_honest_note_states_the_epochs_of_the_cpu_preset_it_used(preset):
+    """The synthetic report's note names the preset and its epoch count as conf/preset/<name>.yaml sets it
+    (cpu_long must not be mistaken for cpu)."""
+    import yaml
+
+    epochs = yaml.safe_load((Path(__file__).parents[1] / "conf" / "preset" / f"{preset}.yaml").read_text())["max_epochs"]
+    df = pd.DataFrame()
+    df.attrs.update(dataset="synthetic", dataset_names={}, reference_dataset="market1501", presets=[preset])
+    note = report.honest_note(df)
+    assert f"The `{preset}` preset is {epochs} epochs" in note and note.count("preset is") == 1

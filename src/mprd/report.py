@@ -575,9 +575,12 @@ def honest_note(df: pd.DataFrame) -> str:
             "**Synthetic data: compare orderings and gaps, not absolute values.** Our runs use a small generated "
             f"toy dataset; the paper's {ref_name} numbers (real images, ResNet-50, full schedule) are shown "
             "only as a reference for which rows should win and by how much."
-            + (" **The CPU preset is 6 epochs of EfficientNet-Lite0 at 64×32**, far shorter than the paper's "
-               "schedule; read each row against the untrained network and over seeds. `docs/dynamics.md` gives "
-               "the training recipe and its learning curves." if "cpu" in a["presets"] else "")
+            + "".join(
+                f" **The `{name}` preset is {epochs} epochs of EfficientNet-Lite0 at 64×32**, far shorter than the "
+                "paper's schedule; read each row against the untrained network and over seeds. `docs/dynamics.md` "
+                "gives the training recipe and its learning curves."
+                for name, epochs in (("cpu", 6), ("cpu_long", 18)) if name in a["presets"]
+            )
         )
     if not a["paper_dataset"]:
         return (
