@@ -206,10 +206,13 @@ def test_sslr_sweep_targets_compose_and_feed_their_report(target, tmp_path):
         assert _sweep_value(run, target, spec["aliases"])[:2] == (True, cfg.sweep[key])
 
 
-@pytest.mark.parametrize(("preset", "k_max", "clip"), [("cpu", 8, 5.0), ("cpu_real", 8, 5.0), ("cpu_long", 8, 5.0), ("paper", 32, None)])
-def test_one_recipe_caps_every_threshold_rule_and_clips_only_on_cpu(tmp_path, preset, k_max, clip):
-    """recipe.k_max reaches MPRD's k_i, SS's P_i and MPLP*'s k_i alike (docs/dynamics.md causes 5-6); MLCR keeps
-    its own uncapped MPLP; the CPU presets clip the gradient norm (cause 7), the paper preset does not."""
+@pytest.mark.parametrize(("preset", "k_max", "clip", "warmup"),
+                         [("cpu", 8, 5.0, 1), ("cpu_real", 8, 5.0, 1), ("cpu_long", 8, 5.0, 2), ("paper", 32, None, 5),
+                          ("paper_mlcr", 32, None, 5)])
+def test_one_recipe_caps_every_threshold_rule_and_clips_only_on_cpu(tmp_path, preset, k_max, clip, warmup):
+    """recipe.k_max reaches MPRD's k_i, SS's P_i, MPLP*'s and MLCR's k_i alike (docs/dynamics.md causes 5-6, "Table 2");
+    MLCR's single-label warm-up follows the preset's schedule (5 of 60 epochs on the paper presets); the CPU presets
+    clip the gradient norm (cause 7), the paper presets do not."""
     from mprd.pseudo_labels.base import build_generator
 
     caps = {}
@@ -221,8 +224,10 @@ def test_one_recipe_caps_every_threshold_rule_and_clips_only_on_cpu(tmp_path, pr
     assert caps["ss"].generator.max_k == k_max and caps["mplp"].generator.max_candidates == k_max
     gen = build_generator("ss", **OmegaConf.to_container(caps["ss"].generator, resolve=True))
     assert gen.max_k == k_max
-    mlcr = compose_cfg(tmp_path, "experiment=table2/mlcr", f"preset={preset}")
-    assert mlcr.method.generator.get("max_candidates") is None
+    for row in ("table2/mlcr", "table2/mlcr_5id", "table3/mlcr"):
+        mlcr = compose_cfg(tmp_path, f"experiment={row}", f"preset={preset}")
+        assert mlcr.method.generator.max_candidates == k_max and mlcr.method.labels.start_epoch == warmup
+    assert compose_cfg(tmp_path, "experiment=table1/mprd", f"preset={preset}").method.labels.start_epoch == 0
     literal = compose_cfg(tmp_path, "experiment=table1/ss", f"preset={preset}", "method.generator.max_k=null")
     assert literal.method.generator.max_k is None
 
@@ -237,4 +242,5 @@ def test_cpu_long_is_cpu_with_a_longer_schedule(tmp_path):
     for cfg in (short, long):
         for key in ("max_epochs", "optim", "sslr_schedule", "preset_name", "trainer", "paths", "hydra"):
             cfg.pop(key, None)
+        assert cfg["recipe"].pop("label_warmup_epochs") == (1 if cfg is short else 2)  # MLCR's warm-up is schedule too
     assert short == long
