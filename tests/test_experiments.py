@@ -206,12 +206,13 @@ def test_sslr_sweep_targets_compose_and_feed_their_report(target, tmp_path):
         assert _sweep_value(run, target, spec["aliases"])[:2] == (True, cfg.sweep[key])
 
 
-@pytest.mark.parametrize(("preset", "k_max", "clip", "warmup"),
-                         [("cpu", 8, 5.0, 1), ("cpu_real", 8, 5.0, 1), ("cpu_long", 8, 5.0, 2), ("paper", 32, None, 5),
-                          ("paper_mlcr", 32, None, 5)])
-def test_one_recipe_caps_every_threshold_rule_and_clips_only_on_cpu(tmp_path, preset, k_max, clip, warmup):
+@pytest.mark.parametrize(("preset", "k_max", "clip", "warmup", "init"),
+                         [("cpu", 8, 5.0, 1, "forward"), ("cpu_real", 8, 5.0, 1, "forward"), ("cpu_long", 8, 5.0, 2, "forward"),
+                          ("paper", 32, None, 5, "zeros"), ("paper_mlcr", 32, None, 5, "zeros")])
+def test_one_recipe_caps_every_threshold_rule_and_clips_only_on_cpu(tmp_path, preset, k_max, clip, warmup, init):
     """recipe.k_max reaches MPRD's k_i, SS's P_i, MPLP*'s and MLCR's k_i alike (docs/dynamics.md causes 5-6, "Table 2");
-    MLCR's single-label warm-up follows the preset's schedule (5 of 60 epochs on the paper presets); the CPU presets
+    MLCR's single-label warm-up follows the preset's schedule (5 of 60 epochs on the paper presets) and its memory
+    starts from zeros (the release) only there, from the initial CNN on cpu ("Table 2"); the CPU presets
     clip the gradient norm (cause 7), the paper presets do not."""
     from mprd.pseudo_labels.base import build_generator
 
@@ -227,6 +228,7 @@ def test_one_recipe_caps_every_threshold_rule_and_clips_only_on_cpu(tmp_path, pr
     for row in ("table2/mlcr", "table2/mlcr_5id", "table3/mlcr"):
         mlcr = compose_cfg(tmp_path, f"experiment={row}", f"preset={preset}")
         assert mlcr.method.generator.max_candidates == k_max and mlcr.method.labels.start_epoch == warmup
+        assert mlcr.method.memory.init == init and mlcr.method.memory.write == "after_loss"
     assert compose_cfg(tmp_path, "experiment=table1/mprd", f"preset={preset}").method.labels.start_epoch == 0
     literal = compose_cfg(tmp_path, "experiment=table1/ss", f"preset={preset}", "method.generator.max_k=null")
     assert literal.method.generator.max_k is None
@@ -242,5 +244,5 @@ def test_cpu_long_is_cpu_with_a_longer_schedule(tmp_path):
     for cfg in (short, long):
         for key in ("max_epochs", "optim", "sslr_schedule", "preset_name", "trainer", "paths", "hydra"):
             cfg.pop(key, None)
-        assert cfg["recipe"].pop("label_warmup_epochs") == (1 if cfg is short else 2)  # MLCR's warm-up is schedule too
+        assert cfg["recipe"]["mlcr"].pop("warmup_epochs") == (1 if cfg is short else 2)  # MLCR's warm-up is schedule too
     assert short == long
