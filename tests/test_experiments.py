@@ -108,7 +108,8 @@ def test_joblib_multirun_on_tiny(tmp_path):
         job = sweep / f"knn-seed{seed}"
         record = json.loads((job / "metrics.json").read_text())
         assert (record["row"], record["artefact"], record["seed"], record["method"]) == ("knn", "table1", seed, "knn")
-        assert [e["epoch"] for e in record["per_epoch"]] == [1] and 0 <= record["final"]["mAP"] <= 100
+        # epoch 0 is the untrained network (eval_initial), then the one trained epoch
+        assert [e["epoch"] for e in record["per_epoch"]] == [0, 1] and 0 <= record["final"]["mAP"] <= 100
         hydra_cfg = yaml.safe_load((job / ".hydra" / "hydra.yaml").read_text())["hydra"]
         assert hydra_cfg["launcher"]["_target_"].endswith("JoblibLauncher") and hydra_cfg["launcher"]["n_jobs"] == 2
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["knn-seed0", "knn-seed1"]
