@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from tests.test_train import compose_cfg
-from mprd.data.datamodule import CameraBalancedSampler
+from mprd.data.samplers import CameraBalancedSampler
 from mprd.data.records import DatasetError, ImageRecord
 from mprd.methods.uga import (
     CrossViewGraph,
