@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from mprd.data.datamodule import EpochShuffle, GlobalBatchShard, per_rank_batch
+from mprd.data.samplers import EpochShuffle, GlobalBatchShard, per_rank_batch
 from mprd.ddp import replicated_buffer_names
 from mprd.memory import FeatureMemory
 from mprd.models.reid_eval import _ordered

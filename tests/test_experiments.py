@@ -9,11 +9,12 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from mprd.report.artefacts import get
 from tests.test_train import compose_cfg
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 EXPERIMENTS = sorted(str(p.relative_to(CONF / "experiment").with_suffix("")) for p in (CONF / "experiment").rglob("*.yaml"))
-TABLE1 = ["super", "knn", "ss", "mplp", "mprd_wo", "mprd_nocam", "mprd", "single"]
+TABLE1 = get("table1").rows()
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -187,12 +188,14 @@ def _make_dry_run(target: str) -> list[str]:
 def test_sslr_sweep_targets_compose_and_feed_their_report(target, tmp_path):
     """Every value of each `make sweep-sslr-*` multirun composes, records {key: value} in `sweep`, and the
     report artefact of the same name reads that key (SSLR Fig. 4(b)-(f)); the grid holds the paper's value."""
-    from mprd.report import SWEEP_ARTEFACTS, TITLES, _sweep_value, load_paper
+    from mprd.report.aggregation import _sweep_value
+    from mprd.report.artefacts import SWEEP_ARTEFACTS, TITLES
+    from mprd.report.load import load_paper
 
     key, config_key, chosen = SSLR_SWEEPS[target]
     argv = _make_dry_run(target)
     assert "--multirun" in argv and f"artefact={target}" in argv and "experiment=sslr/sweep" in argv
-    (grid,) = [a.split("=", 1)[1].split(",") for a in argv if a.startswith(f"{config_key}=")]
+    grid = list(get(target).values(config_key))  # the Makefile's default grid (tests/test_artefacts.py)
     (paper_value,) = [v for v in grid if float(v) == chosen]
     assert len(grid) >= 5
     fixed = [a for a in argv if a != "--multirun" and not a.startswith(("hydra.", f"{config_key}="))]

@@ -51,30 +51,9 @@ warnings.filterwarnings("ignore", message=r".*when logging on epoch level in dis
 
 
 def build_datamodule(cfg: DictConfig, mean: tuple[float, ...], std: tuple[float, ...]) -> L.LightningDataModule:
-    from mprd.data.datamodule import ReIDDataModule
+    from mprd.data.datamodule import instantiate_datamodule
 
-    d, ds = cfg.data, cfg.dataset
-    return ReIDDataModule(
-        name=ds.name,
-        root=str(ds.root),
-        options=OmegaConf.to_container(ds.options, resolve=True) if ds.get("options") else None,
-        synthetic=OmegaConf.to_container(ds.synthetic, resolve=True) if ds.get("synthetic") else None,
-        height=d.height,
-        width=d.width,
-        mean=tuple(mean),
-        std=tuple(std),
-        batch_size=d.batch_size,
-        test_batch_size=d.test_batch_size,
-        num_workers=d.num_workers,
-        camstyle=resolve_camstyle(cfg),
-        augment=OmegaConf.to_container(d.augment, resolve=True),
-        perturb=OmegaConf.to_container(d.perturb, resolve=True),
-        in_memory=d.in_memory,
-        batched_augment=d.get("batched_augment", False),
-        device_augment=d.get("device_augment", False),
-        decode_cache_dir=d.get("decode_cache_dir"),
-        seed=cfg.seed,
-    )
+    return instantiate_datamodule(cfg, mean, std, camstyle=resolve_camstyle(cfg))
 
 
 def resolve_camstyle(cfg: DictConfig) -> bool:
