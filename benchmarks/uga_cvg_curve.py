@@ -63,7 +63,7 @@ def tracklet_centres_of(cfg: Any, checkpoint: Path | None, device: str) -> tuple
         tracklet_pids,
         tracklets_from_records,
     )
-    from mprd.models.backbone import build_backbone
+    from mprd.core.backbone import build_backbone
     from mprd.train import build_datamodule
     from omegaconf import OmegaConf
 

@@ -9,7 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from tests.test_train import compose_cfg
+from tests.conftest import compose_cfg
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 EXPERIMENTS = sorted(str(p.relative_to(CONF / "experiment").with_suffix("")) for p in (CONF / "experiment").rglob("*.yaml"))
@@ -213,7 +213,7 @@ def test_one_recipe_caps_every_threshold_rule_and_clips_only_on_cpu(tmp_path, pr
     """recipe.k_max reaches MPRD's k_i, SS's P_i, MPLP*'s and MLCR's k_i alike (docs/dynamics.md causes 5-6, "Table 2");
     MLCR's single-label warm-up follows the preset's schedule (5 of 60 epochs on the paper presets); the CPU presets
     clip the gradient norm (cause 7), the paper presets do not."""
-    from mprd.pseudo_labels.base import build_generator
+    from mprd.methods.baselines import build_generator
 
     caps = {}
     for row in ("mprd", "ss", "mplp", "knn", "single"):

@@ -25,10 +25,10 @@ from mprd.methods.sslr import (
     softened_cross_entropy,
     softened_target,
 )
-from mprd.models.backbone import ReIDBackbone
+from mprd.core.backbone import ReIDBackbone
 from mprd.train import run
 
-from tests.test_train import compose_cfg  # noqa: E402
+from tests.conftest import compose_cfg  # noqa: E402
 
 # ----------------------------------------------------------------------------------------- Eqs. 1-4
 
@@ -274,11 +274,6 @@ def test_checkpoint_round_trip_of_table_and_iteration_state():
 
 
 # ------------------------------------------------------------------------------------------ end to end
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("sslr-suite")
 
 
 def test_tiny_run_logs_every_iteration(data_root, tmp_path):

@@ -27,11 +27,12 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from mprd.memory import FeatureMemory
-from mprd.models.cnn_module import _progress
-from mprd.models.reid_eval import QueryGalleryEvaluation, log_epoch_timing
-from mprd.neighbors import knn
-from mprd.pseudo_labels.positive_sets import PositiveSets
+from mprd.core.config import DESCRIPTIVE_KEYS, RunContext
+from mprd.core.memory import FeatureMemory
+from mprd.core.cnn_module import _progress
+from mprd.core.reid_module import QueryGalleryEvaluation, log_epoch_timing
+from mprd.core.neighbors import knn
+from mprd.core.positive_sets import PositiveSets
 
 # ------------------------------------------------------------------------------------------------ losses
 
@@ -599,7 +600,7 @@ def lr_factor_fn(stage0: int, milestones: list[int], gamma: float, iteration_sca
 # ------------------------------------------------------------------------------------------------- build
 
 _SECTIONS = {"table": TableConfig, "schedule": ScheduleConfig, "soft": SoftConfig, "similarity": SimilarityConfig}
-_IGNORED = ("family", "name", "camstyle")  # read by mprd.train, not by the module
+_IGNORED = ("_target_", *DESCRIPTIVE_KEYS)  # read by mprd.train, not by the module
 
 
 def config_from_method(method: DictConfig | dict) -> SSLRConfig:
@@ -622,15 +623,15 @@ def config_from_method(method: DictConfig | dict) -> SSLRConfig:
 
 
 
-def build_module(cfg: DictConfig, datamodule: Any, backbone: nn.Module) -> SSLRModule:
-    """The `sslr` family entry point of `mprd.train.build_method`."""
-    train = datamodule.data.train
+def build_module(run: RunContext, **method: Any) -> SSLRModule:
+    """The `_target_` of the SSLR rows; `method.*` is checked by `config_from_method`."""
+    cfg, train = run.cfg, run.train
     return SSLRModule(
-        backbone,
+        run.backbone,
         torch.tensor([r.camid for r in train], dtype=torch.long),  # camera IDs: explicit in SSLR (CCE)
         max_epochs=int(cfg.max_epochs),
-        config=config_from_method(cfg.method),
-        optim=OmegaConf.to_container(cfg.optim, resolve=True),
+        config=config_from_method(method),
+        optim=run.section("optim"),
         diagnostic_labels=torch.tensor([r.pid for r in train], dtype=torch.long),  # reliable-set precision only
         eval_metric=cfg.eval_metric,
         seed=int(cfg.seed),

@@ -36,8 +36,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mprd.data.records import DatasetError, ImageRecord
-from mprd.models.cnn_module import _progress
-from mprd.models.reid_eval import QueryGalleryEvaluation
+from mprd.core.cnn_module import _progress
+from mprd.core.config import DESCRIPTIVE_KEYS, RunContext
+from mprd.core.reid_module import QueryGalleryEvaluation
 
 SUPERVISION = "intra-camera labels"
 
@@ -125,7 +126,7 @@ class UGAConfig:
     noise: NoiseConfig = field(default_factory=NoiseConfig)
 
     # keys of method.* that are not UGA settings (read by train.py / reports)
-    GENERIC = frozenset({"family", "name", "supervision", "camstyle"})
+    GENERIC = frozenset({"_target_", *DESCRIPTIVE_KEYS})
 
     @classmethod
     def from_method(cls, method: Mapping[str, Any]) -> UGAConfig:
@@ -722,11 +723,10 @@ class UGAModule(QueryGalleryEvaluation):
 # ----------------------------------------------------------------------------------------------------------
 # Entry point (train.build_method)
 # ----------------------------------------------------------------------------------------------------------
-def build_module(cfg: Any, datamodule: Any, backbone: nn.Module) -> UGAModule:
-    """UGA for `mprd.train`: tracklets from the train split, camera-balanced batches, the two-stage module."""
-    from omegaconf import OmegaConf
-
-    method = OmegaConf.to_container(cfg.method, resolve=True)
+def build_module(run: RunContext, **method: Any) -> UGAModule:
+    """The `_target_` of the UGA rows: tracklets from the train split, camera-balanced batches, the two-stage
+    module; `method.*` is checked by `UGAConfig.from_method`."""
+    cfg, datamodule, backbone = run.cfg, run.datamodule, run.backbone
     config = UGAConfig.from_method(method)
     records = datamodule.data.train
     tracklet, camera = tracklets_from_records(records, seed=int(cfg.seed), noise=config.noise)

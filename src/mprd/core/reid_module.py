@@ -13,7 +13,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from mprd.evaluation import evaluate
+from mprd.core.evaluation import evaluate
 
 
 class QueryGalleryEvaluation(L.LightningModule):
