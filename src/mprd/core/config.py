@@ -90,4 +90,6 @@ def build_method(cfg: DictConfig, datamodule: Any, backbone: torch.nn.Module) ->
     except Exception as err:  # hydra reports an unimportable path as an ImportError or ValueError
         raise ValueError(f"method._target_={target!r}: cannot import it ({err})") from err
     check_arguments(target, arguments)
-    return hydra.utils.instantiate(arguments, run=RunContext(cfg, datamodule, backbone), _recursive_=False, _convert_="all")
+    # instantiate binds the method's keys; the run context (live objects, not config) is passed at the call
+    factory = hydra.utils.instantiate(arguments, _partial_=True, _recursive_=False, _convert_="all")
+    return factory(run=RunContext(cfg, datamodule, backbone))
