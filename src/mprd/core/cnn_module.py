@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from mprd.methods.mprd.losses import binomial_deviance_loss
 from mprd.methods.mlcr.mmcl import mmcl_terms
 from mprd.core.memory import FeatureMemory, gamma_schedule
-from mprd.core.reid_module import QueryGalleryEvaluation, log_epoch_timing
+from mprd.core.reid_module import QueryGalleryEvaluation, eval_mode, log_epoch_timing, progress
 from mprd.core.config import RunContext
 from mprd.core.generator import PseudoLabelGenerator
 from mprd.core.positive_sets import PositiveSets
@@ -149,20 +149,17 @@ class CNNModule(QueryGalleryEvaluation):
         is centred by batch statistics: two feature spaces in one memory (docs/dynamics.md, cause A).
         """
         dm = self.trainer.datamodule
-        was_training = self.training
-        self.eval()
-        pool5 = torch.zeros(self.memory.num_slots, self.backbone.out_dim, device=self.device)
-        for batch in _progress(dm.feature_dataloader("train"), "train features", self):
-            x = batch["image"].to(self.device)
-            pool5[batch["index"].to(self.device)] = self.backbone.forward_features(x)[0]
-        if calibrate_bn:
-            self.backbone.calibrate_head_bn(pool5)
-        from mprd.diagnostics import dead_units
+        with eval_mode(self):
+            pool5 = torch.zeros(self.memory.num_slots, self.backbone.out_dim, device=self.device)
+            for batch in progress(dm.feature_dataloader("train"), "train features", self):
+                x = batch["image"].to(self.device)
+                pool5[batch["index"].to(self.device)] = self.backbone.forward_features(x)[0]
+            if calibrate_bn:
+                self.backbone.calibrate_head_bn(pool5)
+            from mprd.diagnostics import dead_units
 
-        self.dead_units = dead_units(pool5)  # no identities read: logged with the diagnostics
-        feats = F.normalize(self.backbone.bn(pool5), dim=1)
-        self.train(was_training)
-        return feats
+            self.dead_units = dead_units(pool5)  # no identities read: logged with the diagnostics
+            return F.normalize(self.backbone.bn(pool5), dim=1)
 
     def _diagnostics_due(self, epochs_trained: int) -> bool:
         if self._diagnostic_labels is None or self._diagnostic_cams is None or self.diagnostics_every <= 0:
@@ -347,17 +344,6 @@ def _as(cls: type, value: Any) -> Any:
     if isinstance(value, cls):
         return value
     return cls(**dict(value))
-
-
-def _progress(iterable: Any, desc: str, module: L.LightningModule) -> Any:
-    """A tqdm bar on rank 0 when a progress bar is enabled (feature extraction is otherwise silent)."""
-    trainer = getattr(module, "_trainer", None)
-    show = trainer is not None and trainer.is_global_zero and trainer.progress_bar_callback is not None
-    if not show:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True)
 
 
 def memory_method(

@@ -22,12 +22,13 @@ def unknown_keys(cls: type, values: Mapping[str, Any], prefix: str = "") -> list
     return [f"{prefix}{k}" for k in sorted(set(values) - names)]
 
 
-def dataclass_from(cls: type, values: Mapping[str, Any] | None, where: str, hint: str = "") -> Any:
-    """`cls(**values)`; unknown keys raise a ValueError naming them (`where: unknown key(s) a, b{hint}`)."""
+def dataclass_from(cls: type, values: Mapping[str, Any] | None, where: str) -> Any:
+    """`cls(**values)`; unknown keys raise a ValueError naming them and the accepted ones."""
     values = dict(values or {})
     unknown = unknown_keys(cls, values)
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}{hint}")
+        expected = ", ".join(sorted(f.name for f in fields(cls)))
+        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)} (expected a subset of {expected})")
     return cls(**values)
 
 

@@ -27,10 +27,9 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from mprd.core.config import DESCRIPTIVE_KEYS, RunContext
+from mprd.core.config import DESCRIPTIVE_KEYS, RunContext, unknown_keys
 from mprd.core.memory import FeatureMemory
-from mprd.core.cnn_module import _progress
-from mprd.core.reid_module import QueryGalleryEvaluation, log_epoch_timing
+from mprd.core.reid_module import QueryGalleryEvaluation, eval_mode, log_epoch_timing, progress
 from mprd.core.neighbors import knn
 from mprd.core.positive_sets import PositiveSets
 
@@ -412,21 +411,19 @@ class SSLRModule(QueryGalleryEvaluation):
         """Eval-mode pass over the training set (test transform) -> (normalised pool-5 (N, C), normalised
         parts (N, p, C, stored as `similarity.part_dtype`) or None, normalised embedding (N, d))."""
         dm = self.trainer.datamodule
-        was_training = self.training
-        self.eval()
         n, c = self.num_train, self.backbone.out_dim
         g = torch.zeros(n, c, device=self.device)
         emb = torch.zeros(n, self.table.features.shape[1], device=self.device)
         part_dtype = PART_DTYPES[self.cfg.similarity.part_dtype]
         pf = torch.zeros(n, parts, c, device=self.device, dtype=part_dtype) if parts else None
-        for batch in _progress(dm.feature_dataloader("train"), "sslr features", self):
-            index = batch["index"].to(self.device)
-            fmap, pool5 = self._trunk(batch["image"].to(self.device))
-            g[index] = F.normalize(pool5.float(), dim=1)
-            emb[index] = self.embed(pool5).float()
-            if pf is not None:
-                pf[index] = part_features(fmap.float(), parts).to(part_dtype)
-        self.train(was_training)
+        with eval_mode(self):
+            for batch in progress(dm.feature_dataloader("train"), "sslr features", self):
+                index = batch["index"].to(self.device)
+                fmap, pool5 = self._trunk(batch["image"].to(self.device))
+                g[index] = F.normalize(pool5.float(), dim=1)
+                emb[index] = self.embed(pool5).float()
+                if pf is not None:
+                    pf[index] = part_features(fmap.float(), parts).to(part_dtype)
         return g, pf, emb
 
     # ------------------------------------------------------------------------------------- lifecycle
@@ -530,14 +527,12 @@ class SSLRModule(QueryGalleryEvaluation):
     def evaluate_now(self) -> None:
         """Query/gallery evaluation outside Lightning's validation loop (Fig. 4(a): one point per iteration)."""
         dm = self.trainer.datamodule
-        was_training = self.training
-        self.eval()
-        for loader_idx, split in enumerate(("query", "gallery")):
-            for batch_idx, batch in enumerate(dm.feature_dataloader(split)):
-                batch = {"image": batch["image"].to(self.device), "index": batch["index"].to(self.device)}
-                self.validation_step(batch, batch_idx, loader_idx)
-        self.on_validation_epoch_end()
-        self.train(was_training)
+        with eval_mode(self):
+            for loader_idx, split in enumerate(("query", "gallery")):
+                for batch_idx, batch in enumerate(dm.feature_dataloader(split)):
+                    batch = {"image": batch["image"].to(self.device), "index": batch["index"].to(self.device)}
+                    self.validation_step(batch, batch_idx, loader_idx)
+            self.on_validation_epoch_end()
 
     def on_validation_epoch_end(self) -> None:
         before = len(self.history)
@@ -614,7 +609,7 @@ def config_from_method(method: DictConfig | dict) -> SSLRConfig:
         section = raw.get(name) or {}
         if not isinstance(section, dict):
             raise ValueError(f"method.{name}: expected a mapping, got {section!r}")
-        unknown += [f"{name}.{k}" for k in sorted(set(section) - set(cls.__dataclass_fields__))]
+        unknown += unknown_keys(cls, section, prefix=f"{name}.")
     if unknown:
         raise ValueError(f"method (sslr): unknown key(s) {', '.join(unknown)}; see conf/method/sslr.yaml")
     for name, cls in _SECTIONS.items():

@@ -26,7 +26,7 @@ import functools
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import lightning as L
@@ -36,9 +36,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mprd.data.records import DatasetError, ImageRecord
-from mprd.core.cnn_module import _progress
-from mprd.core.config import DESCRIPTIVE_KEYS, RunContext
-from mprd.core.reid_module import QueryGalleryEvaluation
+from mprd.core.config import DESCRIPTIVE_KEYS, RunContext, dataclass_from
+from mprd.core.reid_module import QueryGalleryEvaluation, eval_mode, progress
 
 SUPERVISION = "intra-camera labels"
 
@@ -46,17 +45,6 @@ SUPERVISION = "intra-camera labels"
 # ----------------------------------------------------------------------------------------------------------
 # Configuration (method.* in conf/method/uga*.yaml)
 # ----------------------------------------------------------------------------------------------------------
-def _fill(cls: type, values: Mapping[str, Any] | None, where: str) -> Any:
-    """A config dataclass from a mapping; unknown keys raise a ValueError naming the setting."""
-    values = dict(values or {})
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)} "
-                         f"(expected a subset of {', '.join(sorted(names))})")
-    return cls(**values)
-
-
 @dataclass
 class StageConfig:
     intra_epochs: int | None = None  # None: half of max_epochs (the paper: 80 of 160)
@@ -137,7 +125,7 @@ class UGAConfig:
         if unknown:
             raise ValueError(f"method: unknown key(s) {', '.join(unknown)} for family uga (expected "
                              f"{', '.join(sorted(set(sections) | cls.GENERIC))})")
-        config = cls(**{k: _fill(c, method.get(k), f"method.{k}") for k, c in sections.items()})
+        config = cls(**{k: dataclass_from(c, method.get(k), f"method.{k}") for k, c in sections.items()})
         config.validate()
         return config
 
@@ -519,12 +507,10 @@ class UGAEncoder(nn.Module):
 def embed_images(encoder: UGAEncoder, loader: Any, num: int, device: torch.device | str) -> Tensor:
     """φ of the `num` images of a feature loader ({"image", "index"}) in eval mode, (num, D) unnormalised;
     the encoder's train/eval mode is restored."""
-    was_training = encoder.training
-    encoder.eval()
     feats = torch.zeros(num, encoder.out_dim, device=device)
-    for batch in loader:
-        feats[batch["index"].to(device)] = encoder(batch["image"].to(device)).float()
-    encoder.train(was_training)
+    with eval_mode(encoder):
+        for batch in loader:
+            feats[batch["index"].to(device)] = encoder(batch["image"].to(device)).float()
     return feats
 
 
@@ -601,7 +587,7 @@ class UGAModule(QueryGalleryEvaluation):
     @torch.no_grad()
     def extract_train_features(self) -> Tensor:
         """φ of every training image (eval mode, test transform), record order, (N, D) unnormalised."""
-        loader = _progress(self.trainer.datamodule.feature_dataloader("train"), "tracklet centres", self)
+        loader = progress(self.trainer.datamodule.feature_dataloader("train"), "tracklet centres", self)
         return embed_images(self.backbone, loader, self.tracklet_of_image.numel(), self.device)
 
     @torch.no_grad()

@@ -26,6 +26,7 @@ from mprd.core.config import RunContext
 from mprd.core.generator import PseudoLabelGenerator
 from mprd.core.neighbors import adaptive_knn, knn
 from mprd.core.positive_sets import PositiveSets
+from mprd.core.reid_module import eval_mode, progress
 from mprd.methods.mprd.gcn import GCNBatch, GCNLearner, predict_pairs
 from mprd.methods.mprd.meta import draw_meta_identities, meta_mask
 from mprd.methods.mprd.pairs import (
@@ -173,7 +174,7 @@ class MPRDGenerator(PseudoLabelGenerator):
         totals: dict[str, list[float]] = {}
         steps = self._schedule(pairs, ext_neighbors.shape[0], meta_images.numel(), gen)
         n_pairs, n_pos, meta_keys = 0, 0.0, []
-        for rows, meta_pos in _progress(steps, "GCN phase"):
+        for rows, meta_pos in progress(steps, "GCN phase", mininterval=1.0):
             p = self._step_pairs(pairs.select(rows), meta_pos, meta_images, pool, gen)
             if not len(p):
                 continue
@@ -236,22 +237,14 @@ def perturbed_features(module: Any, indices: Tensor) -> Tensor:
     if module is None:
         raise ValueError("MPRD's first GCN phase needs the CNN module to embed perturbed images")
     dm = module.trainer.datamodule
-    was_training = module.training
-    module.eval()
     out = torch.zeros(indices.numel(), module.backbone.out_dim, device=module.device)
     row_of = torch.full((int(indices.max()) + 1,), -1, dtype=torch.long)  # slot id -> row of `out`
     row_of[indices] = torch.arange(indices.numel())
-    for batch in dm.perturbed_dataloader(indices.tolist()):
-        f = F.normalize(module.backbone(batch["image"].to(module.device)), dim=1)
-        out[row_of[batch["index"].long()].to(module.device)] = f
-    module.train(was_training)
+    with eval_mode(module):
+        for batch in dm.perturbed_dataloader(indices.tolist()):
+            f = F.normalize(module.backbone(batch["image"].to(module.device)), dim=1)
+            out[row_of[batch["index"].long()].to(module.device)] = f
     return out
-
-
-def _progress(items: list, desc: str) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc=desc, leave=False, dynamic_ncols=True, mininterval=1.0)
 
 
 GENERATOR_KEYS = ("neighbors", "structures", "mu", "meta", "unlabeled", "eta")
