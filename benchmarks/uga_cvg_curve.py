@@ -55,7 +55,7 @@ def tracklet_centres_of(cfg: Any, checkpoint: Path | None, device: str) -> tuple
     of `checkpoint` (None: the initial network, seeded by the config's seed)."""
     import lightning as L
 
-    from mprd.methods.uga import (
+    from mprd.methods.uga.module import (
         UGAConfig,
         UGAEncoder,
         embed_images,
@@ -159,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from mprd.methods.uga import cvg_curve
+    from mprd.methods.uga.module import cvg_curve
     from mprd.report import write_output
 
     centres, branch, pids = tracklet_centres_of(cfg, ckpt, args.device)

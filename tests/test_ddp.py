@@ -109,7 +109,7 @@ def test_uga_under_ddp_is_refused_with_what_to_use_instead():
 
 
 def test_uga_module_refuses_ddp_at_fit_start_too():
-    from mprd.methods.uga import UGAModule
+    from mprd.methods.uga.module import UGAModule
 
     fake = SimpleNamespace(world_size=2)
     with pytest.raises(ValueError, match="trainer.devices=1"):

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mprd.methods.sslr import (
+from mprd.methods.sslr.module import (
     Schedule,
     ScheduleConfig,
     SSLRModule,
@@ -163,7 +163,7 @@ def test_float16_part_storage_equals_brute_force_on_the_stored_values(lambda_p, 
 
 def test_part_norms_of_float16_storage_need_no_full_upcast():
     """The squared part norms of float16 storage equal those of the upcast values (computed stripe by stripe)."""
-    from mprd.methods.sslr import _squared_norms
+    from mprd.methods.sslr.module import _squared_norms
 
     g, parts, _ = random_features(n=9, c=5, p=3, seed=4)
     half = parts.half()
@@ -323,7 +323,7 @@ def test_resume_mid_iteration_matches_an_uninterrupted_run(data_root, tmp_path):
 def test_float16_part_storage_in_a_tiny_run_gives_the_float32_reliable_sets(data_root, tmp_path, monkeypatch):
     """`method.similarity.part_dtype=float16` (the MSMT17-scale memory setting) reaches the training path: after
     the same stage 0, iteration 1's reliable sets match those of float32 storage (rounding may flip near-ties)."""
-    import mprd.methods.sslr as sslr_module
+    import mprd.methods.sslr.module as sslr_module
 
     stored = []
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from tests.conftest import compose_cfg
 from mprd.data.datamodule import CameraBalancedSampler
 from mprd.data.records import DatasetError, ImageRecord
-from mprd.methods.uga import (
+from mprd.methods.uga.module import (
     CrossViewGraph,
     NoiseConfig,
     UGAConfig,

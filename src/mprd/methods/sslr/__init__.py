@@ -1,0 +1,1 @@
+"""SSLR (Lin et al., CVPR 2020), method family `sslr`."""

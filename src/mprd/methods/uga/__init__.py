@@ -1,0 +1,1 @@
+"""UGA: Unsupervised Graph Association (ICCV 2019), method family `uga`."""
