@@ -1,4 +1,4 @@
-"""SSLR reliable sets (Eqs. 5-7 + top-k, `mprd.methods.sslr.module.reliable_sets`) as ratios to the bare global kNN.
+"""SSLR reliable sets (Eqs. 5-7 + top-k, `mprd.methods.sslr.similarity.reliable_sets`) as ratios to the bare global kNN.
 
 (a) `--scale market`: N = 12,936 images, C = 2048, p = 8 part features of 2048-d each, cameras 1..6, k = 4;
     random L2-normalised features. Times, in one process, the suite's kNN search on the global features
@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-from mprd.methods.sslr.module import PART_DTYPES, default_block_rows, reliable_sets
+from mprd.methods.sslr.config import PART_DTYPES
+from mprd.methods.sslr.similarity import default_block_rows, reliable_sets
 from mprd.core.neighbors import knn
 
 

@@ -33,7 +33,7 @@ def test_reproduce_table3_rows(tmp_path, preset, iterations, epochs):
     import shlex
     import subprocess
 
-    from mprd.methods.sslr.module import Schedule
+    from mprd.methods.sslr.schedule import Schedule
     from mprd.supervision import describe, uses_besides_images
 
     stamp = tmp_path / "installed"

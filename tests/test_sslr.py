@@ -12,20 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mprd.methods.sslr.module import (
-    Schedule,
-    ScheduleConfig,
-    SSLRModule,
-    config_from_method,
-    dissimilarity_rows,
-    instance_logits,
-    lr_factor_fn,
-    part_features,
-    reliable_sets,
-    softened_cross_entropy,
-    softened_target,
-)
 from mprd.core.backbone import ReIDBackbone
+from mprd.methods.sslr.baseline import instance_logits
+from mprd.methods.sslr.config import ScheduleConfig, config_from_method
+from mprd.methods.sslr.module import SSLRModule
+from mprd.methods.sslr.schedule import Schedule, lr_factor_fn
+from mprd.methods.sslr.similarity import dissimilarity_rows, part_features, reliable_sets
+from mprd.methods.sslr.softened import softened_cross_entropy, softened_target
 from mprd.train import run
 
 from tests.conftest import compose_cfg  # noqa: E402
@@ -163,7 +156,7 @@ def test_float16_part_storage_equals_brute_force_on_the_stored_values(lambda_p, 
 
 def test_part_norms_of_float16_storage_need_no_full_upcast():
     """The squared part norms of float16 storage equal those of the upcast values (computed stripe by stripe)."""
-    from mprd.methods.sslr.module import _squared_norms
+    from mprd.methods.sslr.similarity import _squared_norms
 
     g, parts, _ = random_features(n=9, c=5, p=3, seed=4)
     half = parts.half()
