@@ -16,26 +16,20 @@ import torch.nn.functional as F
 from tests.conftest import compose_cfg
 from mprd.data.datamodule import CameraBalancedSampler
 from mprd.data.records import DatasetError, ImageRecord
-from mprd.methods.uga.module import (
+from mprd.methods.uga.config import NoiseConfig, UGAConfig
+from mprd.methods.uga.cvg import (
     CrossViewGraph,
-    NoiseConfig,
-    UGAConfig,
-    UGAEncoder,
-    UGAModule,
-    branch_columns,
     build_cvg,
-    class_logits,
     cvg_curve,
     cvg_statistics,
     edge_precision_recall,
-    inter_camera_loss,
-    intra_camera_loss,
-    milestone_epochs,
-    tracklet_centres,
-    tracklet_pids,
-    tracklets_from_records,
     undirected_edges,
 )
+from mprd.methods.uga.inter_camera import inter_camera_loss, tracklet_centres
+from mprd.methods.uga.intra_camera import branch_columns, class_logits, intra_camera_loss
+from mprd.methods.uga.model import UGAEncoder
+from mprd.methods.uga.module import UGAModule, milestone_epochs
+from mprd.methods.uga.tracklets import tracklet_pids, tracklets_from_records
 
 
 
