@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(args.seed)
 
     from mprd.data.datamodule import ReIDDataModule
-    from mprd.models.backbone import build_backbone
+    from mprd.core.backbone import build_backbone
 
     bb = build_backbone(args.backbone, pretrained="none" if args.checkpoint else "imagenet", freeze_bn=True)
     if args.checkpoint:

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
 
     from mprd.data.datamodule import ReIDDataModule
-    from mprd.models.backbone import build_backbone
+    from mprd.core.backbone import build_backbone
 
     bb = build_backbone(args.backbone, pretrained="none" if args.checkpoint else "imagenet").eval()
     if args.checkpoint:
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{args.dataset} ({args.checkpoint or 'ImageNet ' + args.backbone}): 8-NN precision "
           + ", ".join(f"{k} {v:.3f}" for k, v in stats.items()))
     if args.eval:
-        from mprd.evaluation import evaluate
+        from mprd.core.evaluation import evaluate
 
         q, g = dm.data.query, dm.data.gallery
         m = evaluate(extract("query"), extract("gallery"), [r.pid for r in q], [r.camid for r in q],

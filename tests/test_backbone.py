@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mprd.models import backbone as bb
-from mprd.models.backbone import (
+from mprd.core import backbone as bb
+from mprd.core.backbone import (
     build_backbone,
     lite0_imagenet_classifier,
     lite0_package_state_dict,

@@ -432,7 +432,7 @@ def test_data_config_instantiates_the_module_and_refuses_unknown_keys(tmp_path):
     """conf/data carries `_target_`: mprd.train instantiates it with the dataset, mean/std, camstyle and seed."""
     from mprd.data.datamodule import instantiate_datamodule
     from mprd.settings import SettingsError
-    from tests.test_train import compose_cfg
+    from tests.conftest import compose_cfg
 
     cfg = compose_cfg(tmp_path, "seed=3")
     module = instantiate_datamodule(cfg, IMAGENET_MEAN, IMAGENET_STD, camstyle=True)

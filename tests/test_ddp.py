@@ -21,8 +21,8 @@ import torch
 
 from mprd.data.samplers import EpochShuffle, GlobalBatchShard, per_rank_batch
 from mprd.ddp import replicated_buffer_names
-from mprd.memory import FeatureMemory
-from mprd.models.reid_eval import _ordered
+from mprd.core.memory import FeatureMemory
+from mprd.core.reid_module import _ordered
 
 REPO = Path(__file__).resolve().parents[1]
 COMMON = ("dataset.synthetic.preset=tiny", "logger.wandb.enabled=false", "trainer.enable_progress_bar=false",
@@ -109,7 +109,7 @@ def test_uga_under_ddp_is_refused_with_what_to_use_instead():
 
 
 def test_uga_module_refuses_ddp_at_fit_start_too():
-    from mprd.methods.uga import UGAModule
+    from mprd.methods.uga.module import UGAModule
 
     fake = SimpleNamespace(world_size=2)
     with pytest.raises(ValueError, match="trainer.devices=1"):
@@ -117,11 +117,6 @@ def test_uga_module_refuses_ddp_at_fit_start_too():
 
 
 # ------------------------------------------------------------------------------------------ slow tests
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("ddp")
-
-
 def _train(out: Path, data_root: Path, *overrides: str) -> dict:
     args = [sys.executable, "-m", "mprd.train", f"paths.root_dir={data_root}", f"hydra.run.dir={out}", *COMMON,
             *overrides]
@@ -240,7 +235,7 @@ def test_only_the_first_process_of_a_ddp_run_owns_the_run_folder(monkeypatch, en
 
 # ------------------------------------------------------------------- one step, DDP against one process
 def _step_model(dtype: torch.dtype):
-    from mprd.models.backbone import ReIDBackbone
+    from mprd.core.backbone import ReIDBackbone
 
     torch.manual_seed(0)
     body = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
@@ -253,7 +248,7 @@ def _step_loss(net, x, index, memory, positives):
     batch, gathered under DDP), then the BD loss against the written memory."""
     import torch.nn.functional as F
 
-    from mprd.losses.binomial_deviance import binomial_deviance_loss
+    from mprd.methods.mprd.losses import binomial_deviance_loss
 
     feats = F.normalize(net(x), dim=1)
     all_index, all_feats = index, feats.detach()
@@ -270,8 +265,8 @@ def _step_loss(net, x, index, memory, positives):
 
 
 def _step_inputs(dtype: torch.dtype):
-    from mprd.memory import FeatureMemory
-    from mprd.pseudo_labels.positive_sets import PositiveSets
+    from mprd.core.memory import FeatureMemory
+    from mprd.core.positive_sets import PositiveSets
 
     g = torch.Generator().manual_seed(1)
     x = torch.randn(8, 3, 12, 6, generator=g).to(dtype)

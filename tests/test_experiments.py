@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from mprd.report.artefacts import get
-from tests.test_train import compose_cfg
+from tests.conftest import compose_cfg
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 EXPERIMENTS = sorted(str(p.relative_to(CONF / "experiment").with_suffix("")) for p in (CONF / "experiment").rglob("*.yaml"))
@@ -34,7 +34,7 @@ def test_reproduce_table3_rows(tmp_path, preset, iterations, epochs):
     import shlex
     import subprocess
 
-    from mprd.methods.sslr import Schedule
+    from mprd.methods.sslr.schedule import Schedule
     from mprd.supervision import describe, uses_besides_images
 
     stamp = tmp_path / "installed"
@@ -217,7 +217,7 @@ def test_one_recipe_caps_every_threshold_rule_and_clips_only_on_cpu(tmp_path, pr
     MLCR's single-label warm-up follows the preset's schedule (5 of 60 epochs on the paper presets) and its memory
     starts from zeros (the release) only there, from the initial CNN on cpu ("Table 2"); the CPU presets
     clip the gradient norm (cause 7), the paper presets do not."""
-    from mprd.pseudo_labels.base import build_generator
+    from mprd.methods.baselines import build_generator
 
     caps = {}
     for row in ("mprd", "ss", "mplp", "knn", "single"):

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from mprd.pseudo_labels.mplp import MPLPGenerator, mplp_positive_sets
-from mprd.pseudo_labels.positive_sets import PositiveSets
+from mprd.methods.mlcr.mplp import MPLPGenerator, mplp_positive_sets
+from mprd.core.positive_sets import PositiveSets
 
 
 # ------------------------------------------------------------------------------------------- reference

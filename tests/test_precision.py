@@ -11,11 +11,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mprd.losses.binomial_deviance import binomial_deviance_loss, hard_negative_mask, memory_scores, num_hard_negatives
-from mprd.losses.mmcl import mmcl_terms
-from mprd.memory import FeatureMemory
-from mprd.models.backbone import ReIDBackbone
-from mprd.pseudo_labels.positive_sets import PositiveSets
+from mprd.methods.mprd.losses import binomial_deviance_loss, hard_negative_mask, memory_scores, num_hard_negatives
+from mprd.methods.mlcr.mmcl import mmcl_terms
+from mprd.core.memory import FeatureMemory
+from mprd.core.backbone import ReIDBackbone
+from mprd.core.positive_sets import PositiveSets
 
 BF16 = dict(device_type="cpu", dtype=torch.bfloat16)
 

@@ -7,8 +7,8 @@ from collections import deque
 import pytest
 import torch
 
-from mprd.neighbors import adaptive_knn
-from mprd.structures import (
+from mprd.core.neighbors import adaptive_knn
+from mprd.methods.mprd.structures import (
     PairStructures,
     build_pair_structures,
     drnl_from_distances,

@@ -7,33 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from mprd.train import run
-
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
-
-
-def compose_cfg(tmp_root: Path, *overrides: str):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose(
-            config_name="train",
-            overrides=[
-                f"paths.root_dir={tmp_root}",
-                "paths.output_dir=unused",
-                "dataset.synthetic.preset=tiny",
-                "logger.wandb.enabled=false",
-                "trainer.enable_progress_bar=false",
-                "trainer.enable_model_summary=false",
-                "data.test_batch_size=64",
-                *overrides,
-            ],
-        )
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("suite")
+from tests.conftest import compose_cfg
 
 
 def test_knn_run_writes_metrics(data_root, tmp_path):

@@ -13,29 +13,23 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.test_train import compose_cfg
+from tests.conftest import compose_cfg
 from mprd.data.samplers import CameraBalancedSampler
 from mprd.data.records import DatasetError, ImageRecord
-from mprd.methods.uga import (
+from mprd.methods.uga.config import NoiseConfig, UGAConfig
+from mprd.methods.uga.cvg import (
     CrossViewGraph,
-    NoiseConfig,
-    UGAConfig,
-    UGAEncoder,
-    UGAModule,
-    branch_columns,
     build_cvg,
-    class_logits,
     cvg_curve,
     cvg_statistics,
     edge_precision_recall,
-    inter_camera_loss,
-    intra_camera_loss,
-    milestone_epochs,
-    tracklet_centres,
-    tracklet_pids,
-    tracklets_from_records,
     undirected_edges,
 )
+from mprd.methods.uga.inter_camera import inter_camera_loss, tracklet_centres
+from mprd.methods.uga.intra_camera import branch_columns, class_logits, intra_camera_loss
+from mprd.methods.uga.model import UGAEncoder
+from mprd.methods.uga.module import UGAModule, milestone_epochs
+from mprd.methods.uga.tracklets import tracklet_pids, tracklets_from_records
 
 
 
@@ -434,7 +428,7 @@ def test_inter_camera_gradient_pulls_the_neighbour_centre_to_the_image():
 
 # ------------------------------------------------------------------------------------ model and state
 def make_module(max_epochs: int = 4, **method) -> UGAModule:
-    from mprd.models.backbone import build_backbone
+    from mprd.core.backbone import build_backbone
 
     backbone = build_backbone("resnet18", pretrained="none")
     recs = records([(p, c) for p in range(5) for c in range(3) if (p + c) % 4])
@@ -493,11 +487,6 @@ def test_config_validation_and_stage_lengths():
 
 
 # -------------------------------------------------------------------------------------- end to end
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("uga")
-
-
 UGA_TINY = ("max_epochs=2", "eval_every=1", "data.batch_size=12", "data.test_batch_size=128")
 
 
@@ -626,13 +615,13 @@ def test_lambda_sweep_report_files(tmp_path):
 def test_build_module_applies_the_noise_options(tmp_path):
     from types import SimpleNamespace
 
-    from mprd.methods.uga import build_module
-    from mprd.models.backbone import build_backbone
+    from mprd.core.config import build_method
+    from mprd.core.backbone import build_backbone
 
     recs = noise_records()
     dm = SimpleNamespace(data=SimpleNamespace(train=recs), camera_balanced_dataloader=lambda: None)
     cfg = compose_cfg(tmp_path, "experiment=uga/intra", "method.noise.mislabeling=0.4", "method.model.embed_dim=8")
-    module = build_module(cfg, dm, build_backbone("resnet18", pretrained="none"))
+    module = build_method(cfg, dm, build_backbone("resnet18", pretrained="none"))
     assert module.num_tracklets == 4 + 3 + 1 + 1
     expected = tracklets_from_records(recs, seed=int(cfg.seed), noise=NoiseConfig(mislabeling=0.4))[0]
     assert torch.equal(module.tracklet_of_image, expected)

@@ -20,7 +20,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from mprd.memory import FeatureMemory
+from mprd.core.memory import FeatureMemory
 
 
 def replicated_buffer_names(module: nn.Module) -> set[str]:
@@ -109,7 +109,7 @@ class DDPProbe(L.Callback):
         if isinstance(reliable, Tensor):
             record["reliable"] = reliable.detach().cpu().clone()
         generator = getattr(pl_module, "generator", None)
-        if generator is not None and hasattr(generator, "state_dict"):
+        if generator is not None and generator.state_dict():
             record["generator"] = generator.state_dict()
         torch.save(record, self.folder / f"rank{trainer.global_rank}-epoch{trainer.current_epoch}.pt")
 

@@ -37,6 +37,7 @@ from mprd.runfolder import (
     scalar_metrics,
     write_text_atomically,
 )
+from mprd.core.config import build_method
 from mprd.runconfig import resolved_config
 from mprd.settings import SettingsError, validate_settings
 from mprd.supervision import uses_besides_images
@@ -123,61 +124,6 @@ def finish_wandb(trainer: L.Trainer, record: dict[str, Any]) -> None:
                 experiment.summary[f"final/{key}"] = value
             experiment.summary["uses"] = " + ".join(record.get("uses") or [])
             experiment.finish()
-
-
-def build_method(cfg: DictConfig, datamodule: Any, backbone: torch.nn.Module) -> L.LightningModule:
-    """The module for `method.family`: `memory` (the CNN of MPRD / MLCR with a pseudo-label generator; MPRD
-    adds its GCN phase there) or a seed method's own module, `mprd.methods.<family>.build_module`."""
-    family = cfg.method.get("family", "memory")
-    if family != "memory":
-        import importlib
-
-        try:
-            builder = importlib.import_module(f"mprd.methods.{family}").build_module
-        except ModuleNotFoundError as err:
-            raise ValueError(f"method.family={family!r}: no module mprd.methods.{family}") from err
-        return builder(cfg, datamodule, backbone)
-    from mprd.models.cnn_module import CNNModule
-    from mprd.pseudo_labels.base import build_generator
-
-    train_labels = torch.tensor([r.pid for r in datamodule.data.train])
-    gen_cfg = cfg.method.get("generator")
-    generator_kwargs = OmegaConf.to_container(gen_cfg, resolve=True) if gen_cfg is not None else {}
-    name = cfg.method.name
-    excluded = None
-    if name.startswith("mprd"):
-        from mprd.loop import build_mprd_generator
-
-        generator = build_mprd_generator(cfg, datamodule, backbone)
-        if cfg.method.meta.get("exclude_from_cnn", False):  # X = the training set without the meta images
-            from mprd.meta import meta_mask
-
-            excluded = meta_mask(train_labels, generator.meta_ids)
-    else:
-        generator = build_generator(
-            cfg.method.get("generator_name", name), train_labels=train_labels if name == "super" else None, **generator_kwargs
-        )
-    meta_gt = cfg.method.get("meta_ground_truth")
-    if meta_gt:  # MLCR(+5id): ground-truth multi-labels for the meta images (same ids as MPRD's for a seed)
-        from mprd.meta import MetaGroundTruth
-
-        generator = MetaGroundTruth(generator, train_labels, int(meta_gt.num_ids), int(meta_gt.seed))
-    return CNNModule(
-        backbone,
-        num_train=len(datamodule.data.train),
-        generator=generator,
-        max_epochs=cfg.max_epochs,
-        loss=OmegaConf.to_container(cfg.method.loss, resolve=True),
-        optim=OmegaConf.to_container(cfg.optim, resolve=True),
-        labels=OmegaConf.to_container(cfg.method.labels, resolve=True),
-        memory=OmegaConf.to_container(cfg.method.memory, resolve=True),
-        diagnostic_labels=train_labels,  # pseudo-label precision/recall and kNN diagnostics only
-        diagnostic_cams=torch.tensor([r.camid for r in datamodule.data.train]),
-        diagnostics_every=int(cfg.get("diagnostics_every", 1)),
-        excluded_slots=excluded,
-        eval_metric=cfg.eval_metric,
-        seed=int(cfg.seed),
-    )
 
 
 class SigkillAt(L.Callback):
@@ -399,7 +345,7 @@ def warn_on_suspicious_images(data: Any) -> list[str]:
 
 
 def _run(cfg: DictConfig, output_dir: Path, extra_callbacks: list[Any], main: bool = True) -> dict[str, Any]:
-    from mprd.models.backbone import build_backbone
+    from mprd.core.backbone import build_backbone
 
     output_dir.mkdir(parents=True, exist_ok=True)
     metrics_file = output_dir / "metrics.json"
@@ -426,7 +372,7 @@ def _run(cfg: DictConfig, output_dir: Path, extra_callbacks: list[Any], main: bo
     if cfg.data.get("audit_images", True):
         warn_on_suspicious_images(datamodule.data)
 
-    model = build_method(cfg, datamodule, backbone)
+    model = build_method(cfg, datamodule, backbone)  # hydra.utils.instantiate on method._target_
     # last.ckpt after every training epoch (atomically; previous.ckpt keeps the one before), so a kill loses <= 1 epoch
     checkpoint = EpochCheckpoint(output_dir / "checkpoints")
     callbacks: list[Any] = [checkpoint, *extra_callbacks]

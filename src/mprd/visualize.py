@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from mprd.data.datasets import load_image
 from mprd.data.records import ImageRecord
-from mprd.evaluation import JUNK_PID, _prepare_features, pairwise_scores
+from mprd.core.evaluation import JUNK_PID, _prepare_features, pairwise_scores
 
 log = logging.getLogger("mprd.visualize")
 

@@ -13,7 +13,7 @@ Two readings (MLCR spec §3.2 [code], ambiguity 5):
   kept even if it fails).
 In both, i is always positive (also when k_i = 0, e.g. an all-zero memory row).
 
-Vectorisation: one k-NN table (N x W, self included) from `mprd.neighbors.knn`; the test "i in the first
+Vectorisation: one k-NN table (N x W, self included) from `mprd.core.neighbors.knn`; the test "i in the first
 w_i entries of c's list" becomes a lookup of the pair key c*N + i in the table's sorted pair keys
 (`searchsorted`), which costs O(N*K) queries instead of a B x K x W gather; the stop-at-first-failure walk
 is a `cumprod` along the candidate axis.
@@ -26,8 +26,12 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from mprd.neighbors import Backend, knn
-from mprd.pseudo_labels.positive_sets import PositiveSets
+from mprd.core.neighbors import Backend, knn
+from mprd.core.cnn_module import CNNModule, memory_method
+from mprd.core.config import RunContext
+from mprd.core.generator import PseudoLabelGenerator
+from mprd.core.positive_sets import PositiveSets
+from mprd.methods.mprd.meta import MetaGroundTruth
 
 Variant = Literal["paper", "release"]
 _VARIANTS = ("paper", "release")
@@ -195,7 +199,7 @@ def mplp_positive_sets(
     return PositiveSets.from_mask_rows(rows.unsqueeze(1).expand_as(cand)[keep], cand[keep], num)
 
 
-class MPLPGenerator:
+class MPLPGenerator(PseudoLabelGenerator):
     """Pseudo-label generator wrapping `mplp_positive_sets` (MLCR's MPLP; MPRD Table 1 row MPLP*)."""
 
     name = "mplp"
@@ -230,3 +234,20 @@ class MPLPGenerator:
             chunk_size=self.chunk_size,
             anchors=anchors,
         )
+
+
+def build(
+    run: RunContext,
+    *,
+    generator: dict[str, Any],
+    labels: dict[str, Any],
+    memory: dict[str, Any],
+    loss: dict[str, Any],
+    meta_ground_truth: dict[str, Any] | None = None,
+) -> CNNModule:
+    """The `_target_` of MPLP* (BD loss) and MLCR* (MMCL loss, `loss.name`); with `meta_ground_truth`,
+    MLCR(+5id): ground-truth multi-labels for the images of MPRD's meta identities (same seed, same ids)."""
+    gen: PseudoLabelGenerator = MPLPGenerator(**generator)
+    if meta_ground_truth:
+        gen = MetaGroundTruth(gen, run.train_pids(), int(meta_ground_truth["num_ids"]), int(meta_ground_truth["seed"]))
+    return memory_method(run, gen, labels=labels, memory=memory, loss=loss)

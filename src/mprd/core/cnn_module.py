@@ -16,12 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mprd.losses.binomial_deviance import binomial_deviance_loss
-from mprd.losses.mmcl import mmcl_terms
-from mprd.memory import FeatureMemory, gamma_schedule
-from mprd.models.reid_eval import QueryGalleryEvaluation, log_epoch_timing
-from mprd.pseudo_labels.base import PseudoLabelGenerator
-from mprd.pseudo_labels.positive_sets import PositiveSets
+from mprd.methods.mprd.losses import binomial_deviance_loss
+from mprd.methods.mlcr.mmcl import mmcl_terms
+from mprd.core.memory import FeatureMemory, gamma_schedule
+from mprd.core.reid_module import QueryGalleryEvaluation, eval_mode, log_epoch_timing, progress
+from mprd.core.config import RunContext
+from mprd.core.generator import PseudoLabelGenerator
+from mprd.core.positive_sets import PositiveSets
 
 
 @dataclass
@@ -148,20 +149,17 @@ class CNNModule(QueryGalleryEvaluation):
         is centred by batch statistics: two feature spaces in one memory (docs/dynamics.md, cause A).
         """
         dm = self.trainer.datamodule
-        was_training = self.training
-        self.eval()
-        pool5 = torch.zeros(self.memory.num_slots, self.backbone.out_dim, device=self.device)
-        for batch in _progress(dm.feature_dataloader("train"), "train features", self):
-            x = batch["image"].to(self.device)
-            pool5[batch["index"].to(self.device)] = self.backbone.forward_features(x)[0]
-        if calibrate_bn:
-            self.backbone.calibrate_head_bn(pool5)
-        from mprd.diagnostics import dead_units
+        with eval_mode(self):
+            pool5 = torch.zeros(self.memory.num_slots, self.backbone.out_dim, device=self.device)
+            for batch in progress(dm.feature_dataloader("train"), "train features", self):
+                x = batch["image"].to(self.device)
+                pool5[batch["index"].to(self.device)] = self.backbone.forward_features(x)[0]
+            if calibrate_bn:
+                self.backbone.calibrate_head_bn(pool5)
+            from mprd.diagnostics import dead_units
 
-        self.dead_units = dead_units(pool5)  # no identities read: logged with the diagnostics
-        feats = F.normalize(self.backbone.bn(pool5), dim=1)
-        self.train(was_training)
-        return feats
+            self.dead_units = dead_units(pool5)  # no identities read: logged with the diagnostics
+            return F.normalize(self.backbone.bn(pool5), dim=1)
 
     def _diagnostics_due(self, epochs_trained: int) -> bool:
         if self._diagnostic_labels is None or self._diagnostic_cams is None or self.diagnostics_every <= 0:
@@ -212,18 +210,18 @@ class CNNModule(QueryGalleryEvaluation):
             positives, state = None, None
             if self.trainer.is_global_zero:
                 positives = self.generator.refresh(self.memory.features, epoch=epoch, module=self)
-                if self.trainer.world_size > 1 and hasattr(self.generator, "state_dict"):
+                if self.trainer.world_size > 1 and self.generator.state_dict():
                     # MPRD's GCN, trained on rank 0 only; sent from the CPU so no rank unpickles onto rank 0's GPU
                     state = L.pytorch.utilities.move_data_to_device(self.generator.state_dict(), "cpu")
             positives, state = self.trainer.strategy.broadcast((positives, state), src=0)
             if state is not None and not self.trainer.is_global_zero:
                 self.generator.load_state_dict(state)  # every rank holds rank 0's GCN (and checkpoints agree)
-            self.positives = _override(self.generator, positives)
+            self.positives = self.generator.override(positives)
             self.log("time/refresh_s", time.perf_counter() - t0, on_epoch=True, on_step=False)
-            for key, value in getattr(self.generator, "last_stats", {}).items():
+            for key, value in self.generator.last_stats.items():
                 self.log(key, float(value), on_epoch=True, on_step=False)
         elif epoch < cfg.start_epoch:
-            self.positives = _override(self.generator, PositiveSets.singletons(self.memory.num_slots))
+            self.positives = self.generator.override(PositiveSets.singletons(self.memory.num_slots))
         self._log_label_statistics()
         self._epoch_t0 = time.perf_counter()
         self._epoch_images = 0
@@ -275,7 +273,7 @@ class CNNModule(QueryGalleryEvaluation):
         if not self.label_cfg.per_batch or self.current_epoch < self.label_cfg.start_epoch:
             return self.positives
         fresh = self.generator.refresh(self.memory.features, anchors=index.detach(), epoch=self.current_epoch, module=self)
-        return _override(self.generator, fresh)
+        return self.generator.override(fresh)
 
     def _loss(self, feats: Tensor, index: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         c = self.loss_cfg
@@ -325,8 +323,9 @@ class CNNModule(QueryGalleryEvaluation):
             "history": list(self.history),
             "diag_history": list(self.diag_history),
         }
-        if hasattr(self.generator, "state_dict"):
-            checkpoint["pseudo_labels"]["generator"] = self.generator.state_dict()
+        generator_state = self.generator.state_dict()
+        if generator_state:  # generators without state (every row but MPRD) add nothing
+            checkpoint["pseudo_labels"]["generator"] = generator_state
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("pseudo_labels")
@@ -335,13 +334,8 @@ class CNNModule(QueryGalleryEvaluation):
         self.positives = PositiveSets.from_state(state["positives"])
         self.history = list(state.get("history", []))
         self.diag_history = list(state.get("diag_history", []))
-        if "generator" in state and hasattr(self.generator, "load_state_dict"):
+        if "generator" in state:
             self.generator.load_state_dict(state["generator"])
-
-
-def _override(generator: Any, positives: PositiveSets) -> PositiveSets:
-    """Let a generator replace rows it owns (MLCR(+5id): ground truth for the meta images), at every epoch."""
-    return generator.override(positives) if hasattr(generator, "override") else positives
 
 
 def _as(cls: type, value: Any) -> Any:
@@ -352,12 +346,32 @@ def _as(cls: type, value: Any) -> Any:
     return cls(**dict(value))
 
 
-def _progress(iterable: Any, desc: str, module: L.LightningModule) -> Any:
-    """A tqdm bar on rank 0 when a progress bar is enabled (feature extraction is otherwise silent)."""
-    trainer = getattr(module, "_trainer", None)
-    show = trainer is not None and trainer.is_global_zero and trainer.progress_bar_callback is not None
-    if not show:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True)
+def memory_method(
+    run: RunContext,
+    generator: PseudoLabelGenerator,
+    *,
+    labels: dict[str, Any],
+    memory: dict[str, Any],
+    loss: dict[str, Any],
+    excluded_slots: Tensor | None = None,
+) -> CNNModule:
+    """The CNN module of a memory-trained row (Table 1, MLCR, MPRD) around its generator; `labels`,
+    `memory` and `loss` are the row's `method.*` sections, the rest comes from the run's config."""
+    cfg = run.cfg
+    train_labels = run.train_pids()
+    return CNNModule(
+        run.backbone,
+        num_train=len(run.train),
+        generator=generator,
+        max_epochs=cfg.max_epochs,
+        loss=loss,
+        optim=run.section("optim"),
+        labels=labels,
+        memory=memory,
+        diagnostic_labels=train_labels,  # pseudo-label precision/recall and kNN diagnostics only
+        diagnostic_cams=run.train_camids(),
+        diagnostics_every=int(cfg.get("diagnostics_every", 1)),
+        excluded_slots=excluded_slots,
+        eval_metric=cfg.eval_metric,
+        seed=int(cfg.seed),
+    )

@@ -1,30 +1,24 @@
-"""The pseudo-label generator protocol and the four generators that need no GCN (Table 1).
+"""Table 1's simple rows: Single, Super., KNN and SS, each a pseudo-label generator over the memory.
 
-Every generator maps the memory to positive sets P_i; KNN, SS, MPLP and MPRD's GCN are then
-interchangeable by config. `refresh` runs once per refresh point on one rank; the caller broadcasts.
+The rows share the CNN phase (`mprd.core.cnn_module`); only P_i differs. `conf/method/<row>.yaml` names
+its generator with `_target_` and `mprd.core.cnn_module.memory_method` builds the module around it.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from mprd.neighbors import count_above, knn
-from mprd.pseudo_labels.positive_sets import PositiveSets
+from mprd.core.cnn_module import CNNModule, memory_method
+from mprd.core.config import RunContext
+from mprd.core.generator import PseudoLabelGenerator
+from mprd.core.neighbors import count_above, knn
+from mprd.core.positive_sets import PositiveSets
 
 
-@runtime_checkable
-class PseudoLabelGenerator(Protocol):
-    name: str
-
-    def refresh(self, memory: Tensor, **context: Any) -> PositiveSets:
-        """Positive sets for every memory slot from the (L2-normalised) memory."""
-        ...
-
-
-class SingleGenerator:
+class SingleGenerator(PseudoLabelGenerator):
     """P_i = {i}: images as their own class (Table 1 "Single", the lower bound)."""
 
     name = "single"
@@ -33,7 +27,7 @@ class SingleGenerator:
         return PositiveSets.singletons(memory.shape[0])
 
 
-class SuperGenerator:
+class SuperGenerator(PseudoLabelGenerator):
     """P_i = all training images of i's identity (Table 1 "Super.", the upper bound).
 
     The only generator that reads training identities; they are handed to it at construction.
@@ -50,7 +44,7 @@ class SuperGenerator:
         return PositiveSets.from_labels(self.labels)
 
 
-class KNNGenerator:
+class KNNGenerator(PseudoLabelGenerator):
     """P_i = {i} ∪ NN_K(i) in memory space, K = 8 (Table 1 "KNN")."""
 
     name = "knn"
@@ -64,7 +58,7 @@ class KNNGenerator:
         return PositiveSets.from_neighbors(idx)
 
 
-class SimilarityGenerator:
+class SimilarityGenerator(PseudoLabelGenerator):
     """P_i = {i} ∪ {j : cos(M̃_i, M̃_j) > t}, t = 0.6 (Table 1 "SS").
 
     Searched as top-`width` neighbours filtered by the threshold, so no N x N matrix is held; the width is
@@ -92,8 +86,32 @@ class SimilarityGenerator:
         return PositiveSets.from_neighbors(idx, sims > self.threshold)
 
 
+# ---------------------------------------------------------------- the rows' `_target_`s (conf/method/*.yaml)
+
+
+def single_row(run: RunContext, *, generator: dict[str, Any], labels: dict, memory: dict, loss: dict) -> CNNModule:
+    """Table 1 "Single" (`generator` takes no setting)."""
+    return memory_method(run, SingleGenerator(**generator), labels=labels, memory=memory, loss=loss)
+
+
+def super_row(run: RunContext, *, generator: dict[str, Any], labels: dict, memory: dict, loss: dict) -> CNNModule:
+    """Table 1 "Super.": the generator receives the training identities."""
+    return memory_method(run, SuperGenerator(run.train_pids(), **generator), labels=labels, memory=memory, loss=loss)
+
+
+def knn_row(run: RunContext, *, generator: dict[str, Any], labels: dict, memory: dict, loss: dict) -> CNNModule:
+    """Table 1 "KNN"."""
+    return memory_method(run, KNNGenerator(**generator), labels=labels, memory=memory, loss=loss)
+
+
+def ss_row(run: RunContext, *, generator: dict[str, Any], labels: dict, memory: dict, loss: dict) -> CNNModule:
+    """Table 1 "SS"."""
+    return memory_method(run, SimilarityGenerator(**generator), labels=labels, memory=memory, loss=loss)
+
+
 def build_generator(name: str, *, train_labels: Tensor | None = None, **kwargs: Any) -> PseudoLabelGenerator:
-    """Generator by config name; `train_labels` is consumed only by `super`."""
+    """A baseline (or MPLP) generator by row name, for scripts and tests; training builds them through the
+    method configs' `_target_`s above."""
     if name == "single":
         return SingleGenerator()
     if name == "super":
@@ -105,7 +123,7 @@ def build_generator(name: str, *, train_labels: Tensor | None = None, **kwargs: 
     if name == "ss":
         return SimilarityGenerator(**kwargs)
     if name == "mplp":
-        from mprd.pseudo_labels.mplp import MPLPGenerator
+        from mprd.methods.mlcr.mplp import MPLPGenerator
 
         return MPLPGenerator(**kwargs)
     raise ValueError(f"unknown pseudo-label method {name!r}; expected single, super, knn, ss or mplp")

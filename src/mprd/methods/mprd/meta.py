@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mprd.pseudo_labels.positive_sets import PositiveSets
+from mprd.core.generator import PseudoLabelGenerator
+from mprd.core.positive_sets import PositiveSets
 
 
 def draw_meta_identities(train_pids: Tensor, num_ids: int, seed: int) -> list[int]:
@@ -40,14 +41,14 @@ def meta_mask(train_pids: Tensor, meta_ids: list[int]) -> Tensor:
     return torch.isin(pids, torch.tensor(meta_ids, dtype=pids.dtype))
 
 
-class MetaGroundTruth:
+class MetaGroundTruth(PseudoLabelGenerator):
     """Wraps a generator: rows of meta images get their ground-truth positives (MLCR(+5id), Table 2).
 
     "whenever the input training data belong to the labeled meta dataset, the pseudo labels are replaced
     by ground-truth labels" — applied at every refresh and during the single-label warm-up alike.
     """
 
-    def __init__(self, base: Any, train_pids: Tensor, num_ids: int, seed: int) -> None:
+    def __init__(self, base: PseudoLabelGenerator, train_pids: Tensor, num_ids: int, seed: int) -> None:
         self.base = base
         self.name = f"{base.name}+{num_ids}id"
         self._pids = torch.as_tensor(train_pids).long()
@@ -71,7 +72,13 @@ class MetaGroundTruth:
         cols = torch.cat([j_all[keep], j_meta])
         return PositiveSets.from_mask_rows(rows, cols, num)
 
-    def __getattr__(self, item: str) -> Any:  # state_dict / last_stats of the wrapped generator
-        if item == "base":
-            raise AttributeError(item)
-        return getattr(self.base, item)
+    # the wrapped generator's state and statistics are this generator's
+    @property
+    def last_stats(self) -> Any:  # type: ignore[override]
+        return self.base.last_stats
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.base.state_dict()
+
+    def load_state_dict(self, state: Any) -> None:
+        self.base.load_state_dict(state)

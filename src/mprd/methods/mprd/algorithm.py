@@ -15,157 +15,37 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mprd.meta import draw_meta_identities, meta_mask
-from mprd.models.gcn import predict_pairs
-from mprd.models.gcn_module import GCNBatch, GCNModule
-from mprd.neighbors import adaptive_knn, knn
-from mprd.pseudo_labels.positive_sets import PositiveSets
-from mprd.structures import build_pair_structures
-
-# ------------------------------------------------------------------------------------------ pair sets
-
-
-@dataclass
-class PairSet:
-    """Labelled pairs for the GCN: (left, right) node ids, label (1 = same identity), anchor, meta flag."""
-
-    left: Tensor
-    right: Tensor
-    label: Tensor
-    anchor: Tensor
-    is_meta: Tensor
-
-    @staticmethod
-    def make(left: Tensor, right: Tensor, label: float, anchor: Tensor, is_meta: bool) -> PairSet:
-        n = left.numel()
-        return PairSet(
-            left.long(), right.long(), torch.full((n,), float(label)), anchor.long(), torch.full((n,), is_meta)
-        )
-
-    @staticmethod
-    def cat(parts: list[PairSet]) -> PairSet:
-        parts = [p for p in parts if p.left.numel()] or [PairSet.make(*(torch.empty(0),) * 2, 0.0, torch.empty(0), False)]
-        return PairSet(*(torch.cat([getattr(p, f) for p in parts]) for f in ("left", "right", "label", "anchor", "is_meta")))
-
-    def select(self, mask: Tensor) -> PairSet:
-        return PairSet(self.left[mask], self.right[mask], self.label[mask], self.anchor[mask], self.is_meta[mask])
-
-    def __len__(self) -> int:
-        return self.left.numel()
+from mprd.core.cnn_module import CNNModule, memory_method
+from mprd.core.config import RunContext
+from mprd.core.generator import PseudoLabelGenerator
+from mprd.core.neighbors import adaptive_knn, knn
+from mprd.core.positive_sets import PositiveSets
+from mprd.core.reid_module import eval_mode, progress
+from mprd.methods.mprd.gcn import GCNBatch, GCNLearner, predict_pairs
+from mprd.methods.mprd.meta import draw_meta_identities, meta_mask
+from mprd.methods.mprd.pairs import (
+    PairSet,
+    hard_negative_pairs,
+    hard_negative_table,
+    meta_pairs,
+    perturbation_pairs,
+    positive_set_pairs,
+)
+from mprd.methods.mprd.structures import build_pair_structures
 
 
-def _randint_below(high: Tensor, gen: torch.Generator) -> Tensor:
-    """One uniform integer in [0, high_i) per entry (high_i >= 1)."""
-    return torch.floor(torch.rand(high.shape, generator=gen) * high.double()).long().clamp(max=high - 1)
-
-
-def perturbation_pairs(anchors: Tensor, virtual_ids: Tensor, num_slots: int, num_neg: int, gen: torch.Generator) -> PairSet:
-    """First iteration (§4.2, 1): (x_i, x'_i) positives and `num_neg` random (x_i, x_j ≠ x_i) negatives each."""
-    pos = PairSet.make(anchors, virtual_ids, 1.0, anchors, False)
-    neg_anchor = anchors.repeat_interleave(num_neg)
-    offset = 1 + torch.floor(torch.rand(neg_anchor.shape, generator=gen) * (num_slots - 1)).long()
-    neg = PairSet.make(neg_anchor, (neg_anchor + offset) % num_slots, 0.0, neg_anchor, False)
-    return PairSet.cat([pos, neg])
-
-
-def positive_set_pairs(anchors: Tensor, positives: PositiveSets, neighbors: Tensor, gen: torch.Generator) -> PairSet:
-    """Later iterations (§4.2, 1): x_{r_i} drawn from P_i; (x_{r_i}, x_{r_j}) is positive iff x_{r_j} ∈ NN_k(x_{r_i}).
-
-    Pairs failing the test are dropped, not used as negatives (spec §3.8). Anchors need |P_i| > 1.
-    """
-    sizes = positives.sizes[anchors]
-    r_i = positives.indices[positives.offsets[anchors] + _randint_below(sizes, gen)]
-    b, r_j = positives.batch_pairs(anchors)
-    left = r_i[b]
-    in_nn = (neighbors[left] == r_j.unsqueeze(1)).any(dim=1)
-    keep = (r_j != left) & in_nn
-    return PairSet.make(left[keep], r_j[keep], 1.0, anchors[b][keep], False)
-
-
-def hard_negative_pairs(anchors: Tensor, counts: Tensor, hard: Tensor, hard_counts: Tensor, gen: torch.Generator) -> PairSet:
-    """Later iterations (§4.2, 1): |P_i| images drawn (with replacement) from N*_i, each paired with x_i."""
-    a = anchors.repeat_interleave(counts)
-    pick = _randint_below(hard_counts[a], gen)
-    return PairSet.make(a, hard[a, pick], 0.0, a, False)
-
-
-def hard_negative_table(memory: Tensor, positives: PositiveSets, ratio: float, chunk: int = 1024) -> tuple[Tensor, Tensor]:
-    """N*_i per Eq. 3 on memory features: the r_i = ⌊ratio (N − |P_i|)⌋ most similar non-positives.
-
-    Returns (table (N, r_max) of slot ids, valid count r_i per row). Positives are removed by searching
-    r_max + max|P_i| neighbours and masking the members of P_i.
-    """
-    num = memory.shape[0]
-    sizes = positives.sizes
-    r = torch.clamp(torch.floor(ratio * (num - sizes).double()).long(), min=1)
-    r_max, p_max = int(r.max()), int(sizes.max())
-    width = min(num, r_max + p_max)
-    _, idx = knn(memory, memory, width)
-    idx = idx.cpu()
-    pos_pad = torch.full((num, p_max), -1, dtype=torch.long)
-    b, j = positives.batch_pairs(torch.arange(num))
-    col = torch.arange(j.numel()) - positives.offsets[b]
-    pos_pad[b, col] = j
-    valid = torch.cat([~(idx[s : s + chunk, :, None] == pos_pad[s : s + chunk, None, :]).any(-1) for s in range(0, num, chunk)])
-    order = torch.argsort((~valid).to(torch.int8), dim=1, stable=True)[:, :r_max]  # valid columns first, in rank order
-    table = torch.gather(idx, 1, order)
-    return table, torch.minimum(r, valid.sum(1))
-
-
-def meta_pairs(
-    meta_images: Tensor,
-    pids: Tensor,
-    pool: Tensor,
-    zx_negatives: bool,
-    gen: torch.Generator,
-    anchors: Tensor | None = None,
-    zx_images: Tensor | None = None,
-) -> PairSet:
-    """§4.2, 2 (L^m): per meta anchor z (default: every meta image) one same-identity positive and one
-    other-meta-identity negative, partners drawn from `meta_images`; with `zx_negatives`, one (z_j, x_i)
-    negative per x_i of `zx_images` with z_j drawn at random (Algorithm 1 lines 3-4: "for each x_i, randomly
-    select z_j"); without `zx_images`, one random image of `pool` (non-meta identities, spec §3.8) per anchor.
-
-    Called once per GCN step, so every step sees freshly drawn meta pairs (not one fixed set per epoch).
-    """
-    z = meta_images if anchors is None else anchors
-    if z.numel() == 0:
-        return PairSet.cat([])
-    zp, mp = pids[z], pids[meta_images]
-    same = zp.unsqueeze(1) == mp.unsqueeze(0)
-    not_self = z.unsqueeze(1) != meta_images.unsqueeze(0)
-    parts = []
-    for mask, label in ((same & not_self, 1.0), (~same, 0.0)):
-        has = mask.any(1)
-        if not has.any():
-            continue
-        partner = torch.multinomial(mask[has].float(), 1, generator=gen).squeeze(1)
-        parts.append(PairSet.make(z[has], meta_images[partner], label, z[has], True))
-    if zx_negatives:
-        if zx_images is None:
-            zx_images = pool[torch.floor(torch.rand(z.shape, generator=gen) * pool.numel()).long()] if pool.numel() else pool
-        if zx_images.numel():
-            zj = meta_images[torch.floor(torch.rand(zx_images.shape, generator=gen) * meta_images.numel()).long()]
-            parts.append(PairSet.make(zj, zx_images, 0.0, zj, True))
-    return PairSet.cat(parts)
-
-
-# ------------------------------------------------------------------------------------------ generator
-
-
-class MPRDGenerator:
+class MPRDGenerator(PseudoLabelGenerator):
     """P_i from the GCN (Eq. 7), after training the GCN for one pass (the GCN phase of Algorithm 1)."""
 
     name = "mprd"
 
-    def __init__(self, gcn: GCNModule, train_pids: Tensor, cfg: dict[str, Any], seed: int) -> None:
+    def __init__(self, gcn: GCNLearner, train_pids: Tensor, cfg: dict[str, Any], seed: int) -> None:
         self.gcn = gcn
         self.cfg = cfg
         self.seed = int(seed)
@@ -173,7 +53,7 @@ class MPRDGenerator:
         # ground-truth identities: read only to draw and label the meta data Z (never reaches the CNN)
         self._pids = torch.as_tensor(train_pids).long()
         self.meta_ids = draw_meta_identities(self._pids, int(meta_cfg["num_ids"]), int(meta_cfg["seed"]))
-        self.optimizer = gcn.configure_optimizers()
+        self.optimizer = gcn.make_optimizer()
         self.last_stats: dict[str, float] = {}
 
     # -- state ---------------------------------------------------------------------------------------
@@ -294,7 +174,7 @@ class MPRDGenerator:
         totals: dict[str, list[float]] = {}
         steps = self._schedule(pairs, ext_neighbors.shape[0], meta_images.numel(), gen)
         n_pairs, n_pos, meta_keys = 0, 0.0, []
-        for rows, meta_pos in _progress(steps, "GCN phase"):
+        for rows, meta_pos in progress(steps, "GCN phase", mininterval=1.0):
             p = self._step_pairs(pairs.select(rows), meta_pos, meta_images, pool, gen)
             if not len(p):
                 continue
@@ -309,7 +189,7 @@ class MPRDGenerator:
             # anchor keeps two separate Eq. 6 terms
             anchor = p.anchor + m.long() * table.shape[0]
             batch = GCNBatch(s, p.label.to(device), anchor.to(device), m.to(device), eta)
-            loss, stats = gcn.training_step(batch, table.detach())
+            loss, stats = gcn.loss_step(batch, table.detach())
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -357,34 +237,49 @@ def perturbed_features(module: Any, indices: Tensor) -> Tensor:
     if module is None:
         raise ValueError("MPRD's first GCN phase needs the CNN module to embed perturbed images")
     dm = module.trainer.datamodule
-    was_training = module.training
-    module.eval()
     out = torch.zeros(indices.numel(), module.backbone.out_dim, device=module.device)
     row_of = torch.full((int(indices.max()) + 1,), -1, dtype=torch.long)  # slot id -> row of `out`
     row_of[indices] = torch.arange(indices.numel())
-    for batch in dm.perturbed_dataloader(indices.tolist()):
-        f = F.normalize(module.backbone(batch["image"].to(module.device)), dim=1)
-        out[row_of[batch["index"].long()].to(module.device)] = f
-    module.train(was_training)
+    with eval_mode(module):
+        for batch in dm.perturbed_dataloader(indices.tolist()):
+            f = F.normalize(module.backbone(batch["image"].to(module.device)), dim=1)
+            out[row_of[batch["index"].long()].to(module.device)] = f
     return out
 
 
-def _progress(items: list, desc: str) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc=desc, leave=False, dynamic_ncols=True, mininterval=1.0)
+GENERATOR_KEYS = ("neighbors", "structures", "mu", "meta", "unlabeled", "eta")
 
 
-def build_mprd_generator(cfg: Any, datamodule: Any, backbone: torch.nn.Module) -> MPRDGenerator:
-    """MPRDGenerator from the Hydra config (`method.*`)."""
+def generator_settings(method: Any, gcn: dict[str, Any]) -> dict[str, Any]:
+    """`MPRDGenerator`'s settings from the composed `method` and `gcn` sections (hard negatives: `loss.neg_ratio`)."""
     from omegaconf import OmegaConf
 
-    m = OmegaConf.to_container(cfg.method, resolve=True)
-    m["gcn"] = g = OmegaConf.to_container(cfg.gcn, resolve=True)
-    st = m["structures"]
-    gcn = GCNModule(
-        feat_dim=backbone.out_dim,
-        num_labels=int(st["max_label"]) + 1,
+    m = OmegaConf.to_container(method, resolve=True) if not isinstance(method, dict) else method
+    return {**{k: m[k] for k in GENERATOR_KEYS}, "gcn": gcn, "neg_ratio": m["loss"]["neg_ratio"]}
+
+
+def build(
+    run: RunContext,
+    *,
+    neighbors: dict[str, Any],
+    structures: dict[str, Any],
+    mu: float,
+    meta: dict[str, Any],
+    unlabeled: dict[str, Any],
+    eta: dict[str, Any],
+    labels: dict[str, Any],
+    memory: dict[str, Any],
+    loss: dict[str, Any],
+    generator: dict[str, Any] | None = None,
+) -> CNNModule:
+    """The `_target_` of the MPRD rows: the GCN G (`cfg.gcn`), `MPRDGenerator` around it, and the CNN module
+    that calls it at every epoch start (the two phases of Algorithm 1)."""
+    if generator:
+        raise ValueError(f"method.generator: MPRD takes no generator settings, got {sorted(generator)}")
+    g = run.section("gcn")
+    gcn = GCNLearner(
+        feat_dim=run.backbone.out_dim,
+        num_labels=int(structures["max_label"]) + 1,
         hidden=tuple(g["hidden"]),
         agg_channels=g["agg_channels"],
         mlp_hidden=g["mlp_hidden"],
@@ -394,6 +289,11 @@ def build_mprd_generator(cfg: Any, datamodule: Any, backbone: torch.nn.Module) -
         momentum=g["momentum"],
         weight_decay=g["weight_decay"],
     )
-    m.setdefault("neg_ratio", m["loss"]["neg_ratio"])
-    pids = torch.tensor([r.pid for r in datamodule.data.train])
-    return MPRDGenerator(gcn, pids, m, seed=int(cfg.seed))
+    method = {"neighbors": neighbors, "structures": structures, "mu": mu, "meta": meta, "unlabeled": unlabeled,
+              "eta": eta, "loss": loss}
+    cfg = generator_settings(method, g)
+    pids = run.train_pids()
+    mprd = MPRDGenerator(gcn, pids, cfg, seed=int(run.cfg.seed))
+    # X = the training set without the meta images (spec ambiguity 14), when asked
+    excluded = meta_mask(pids, mprd.meta_ids) if meta.get("exclude_from_cnn", False) else None
+    return memory_method(run, mprd, labels=labels, memory=memory, loss=loss, excluded_slots=excluded)

@@ -9,11 +9,15 @@ numbers one process would.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import lightning as L
 import torch
 from torch import Tensor
 
-from mprd.evaluation import evaluate
+from mprd.core.evaluation import evaluate
 
 
 class QueryGalleryEvaluation(L.LightningModule):
@@ -67,16 +71,14 @@ class QueryGalleryEvaluation(L.LightningModule):
     def evaluate_initial(self) -> dict[str, float]:
         """Evaluate the network before any training step ("ImageNet (untrained)", MLCR Table 2's first row);
         recorded as epoch 0 of `history`. Mode is restored afterwards."""
-        was_training = self.training
-        self.eval()
         feats = []
-        for loader in self.trainer.datamodule.val_dataloader():
-            rows = []
-            for batch in loader:
-                f = self.backbone.extract(batch["image"].to(self.device))
-                rows.append(torch.cat([batch["index"].unsqueeze(1).to(f), f], 1))
-            feats.append(_ordered(rows))
-        self.train(was_training)
+        with eval_mode(self):
+            for loader in self.trainer.datamodule.val_dataloader():
+                rows = []
+                for batch in loader:
+                    f = self.backbone.extract(batch["image"].to(self.device))
+                    rows.append(torch.cat([batch["index"].unsqueeze(1).to(f), f], 1))
+                feats.append(_ordered(rows))
         metrics = self._query_gallery_metrics(*feats)
         self.history.insert(0, {"epoch": 0, **metrics})
         return metrics
@@ -104,3 +106,26 @@ def log_epoch_timing(module: L.LightningModule, epoch_start: float, images: int)
     module.log("time/images_per_s", images / max(elapsed, 1e-9), on_epoch=True, on_step=False)
     for i, group in enumerate(module.optimizers().param_groups):
         module.log(f"lr/group{i}", group["lr"], on_epoch=True, on_step=False)
+
+
+def progress(iterable: Any, desc: str, module: L.LightningModule | None = None, **tqdm_options: Any) -> Any:
+    """A tqdm bar over `iterable`: with `module`, only on rank 0 and when the trainer shows a progress bar
+    (feature extraction is otherwise silent); without one, always."""
+    if module is not None:
+        trainer = getattr(module, "_trainer", None)
+        if trainer is None or not trainer.is_global_zero or trainer.progress_bar_callback is None:
+            return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True, **tqdm_options)
+
+
+@contextmanager
+def eval_mode(module: torch.nn.Module) -> Iterator[None]:
+    """`module` in eval mode for a feature pass (BN running statistics, no dropout); its mode is restored."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
