@@ -23,6 +23,9 @@ install: $(STAMP) ## Create .venv and install pinned requirements + the package 
 test: $(STAMP) ## Run the test suite (fast; `make test-all` includes slow tests)
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
+lint: $(STAMP) ## Lint with ruff (config: [tool.ruff] in pyproject.toml)
+	$(BIN)/ruff check src tests benchmarks
+
 test-all: $(STAMP) ## Run every test, slow ones included
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
@@ -201,5 +204,5 @@ reproduce-table3: $(STAMP) ## Table 3: MPRD, MLCR, SSLR (+ UGA, extra) with Rank
 		$(call COMMON,table3) artefact=table3 hydra.sweep.dir=$(call RUNS,table3) 'hydra.sweep.subdir=$${row}-seed$${seed}'
 	$(call multirun,table3,sslr/table3,$${row}-seed$${seed},$(SSLR_TABLE3))
 
-.PHONY: help install test test-all synthetic smoke train report reproduce-table1 reproduce-sslr reproduce-uga reproduce-table3 reproduce-table2 reproduce-fig4 \
+.PHONY: help install lint test test-all synthetic smoke train report reproduce-table1 reproduce-sslr reproduce-uga reproduce-table3 reproduce-table2 reproduce-fig4 \
 	sweep-mu sweep-k sweep-delta sweep-meta-ids

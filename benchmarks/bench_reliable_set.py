@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 
+from mprd.core.neighbors import knn
 from mprd.methods.sslr.config import PART_DTYPES
 from mprd.methods.sslr.similarity import default_block_rows, reliable_sets
-from mprd.core.neighbors import knn
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ def tracklet_centres_of(cfg: Any, checkpoint: Path | None, device: str) -> tuple
     """(centres (M, D), branch per tracklet, hidden pid per tracklet) of the clean tracklets under the network
     of `checkpoint` (None: the initial network, seeded by the config's seed)."""
     import lightning as L
+    from omegaconf import OmegaConf
 
     from mprd.core.backbone import build_backbone
     from mprd.methods.uga.config import UGAConfig
@@ -61,7 +62,6 @@ def tracklet_centres_of(cfg: Any, checkpoint: Path | None, device: str) -> tuple
     from mprd.methods.uga.model import UGAEncoder, embed_images
     from mprd.methods.uga.tracklets import tracklet_pids, tracklets_from_records
     from mprd.train import build_datamodule
-    from omegaconf import OmegaConf
 
     L.seed_everything(int(cfg.seed), verbose=False)
     config = UGAConfig.from_method(OmegaConf.to_container(cfg.method, resolve=True))

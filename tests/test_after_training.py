@@ -14,11 +14,11 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from mprd import eval as mprd_eval
-from mprd.data.records import ImageRecord
+from mprd.core.backbone import build_backbone
 from mprd.core.evaluation import evaluate
+from mprd.data.records import ImageRecord
 from mprd.export import export
 from mprd.inference import features_of, load_model
-from mprd.core.backbone import build_backbone
 from mprd.train import run as train_run
 from mprd.visualize import BORDER, GAP, GREEN, GREY, RED, TITLE_H, ranked_list, render, visualize
 

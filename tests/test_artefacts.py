@@ -11,7 +11,7 @@ import pytest
 
 from mprd.report.artefacts import REGISTRY, SWEEP_ARTEFACTS, TITLES, answer, get, main
 from mprd.report.load import load_paper
-from tests.test_train import compose_cfg
+from tests.conftest import compose_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted({(a.name, e) for a in REGISTRY.values() for e in a.experiments})

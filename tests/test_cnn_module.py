@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mprd.methods.mprd.meta import MetaGroundTruth
 from mprd.core.backbone import build_backbone
 from mprd.core.cnn_module import CNNModule
-from mprd.methods.mlcr.mplp import MPLPGenerator, mplp_positive_sets
 from mprd.core.positive_sets import PositiveSets
+from mprd.methods.mlcr.mplp import MPLPGenerator, mplp_positive_sets
+from mprd.methods.mprd.meta import MetaGroundTruth
 
 
 def _module(generator, per_batch: bool, start_epoch: int = 0) -> CNNModule:

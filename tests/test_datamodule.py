@@ -99,7 +99,7 @@ def _colour_of(x: torch.Tensor) -> tuple[float, ...]:
 
 
 def _nearest_file(colour: tuple[float, ...], files: dict[str, tuple[int, int, int]]) -> str:
-    return min(files, key=lambda f: sum((a - b) ** 2 for a, b in zip(colour, files[f])))
+    return min(files, key=lambda f: sum((a - b) ** 2 for a, b in zip(colour, files[f], strict=True)))
 
 
 def _colour_map(data: ReIDData) -> dict[str, tuple[int, int, int]]:
@@ -245,7 +245,7 @@ def test_camstyle_draws_every_variant_and_only_own_copies(tmp_path, batched):
     seen: dict[int, Counter] = {i: Counter() for i in range(7)}
     for _ in range(60):
         for b in module.train_dataloader():
-            for img, i in zip(b["image"], b["index"].tolist()):
+            for img, i in zip(b["image"], b["index"].tolist(), strict=True):
                 seen[i][_nearest_file(_colour_of(img), colours)] += 1
     for i in range(7):
         allowed = [data.train[i].path] + data.camstyle.get(i, [])
@@ -437,6 +437,10 @@ def test_data_config_instantiates_the_module_and_refuses_unknown_keys(tmp_path):
     cfg = compose_cfg(tmp_path, "seed=3")
     module = instantiate_datamodule(cfg, IMAGENET_MEAN, IMAGENET_STD, camstyle=True)
     assert isinstance(module, ReIDDataModule) and (module.name, module.seed, module.camstyle) == ("synthetic", 3, True)
-    assert (module.batch_size, module.height, module.synthetic["preset"]) == (cfg.data.batch_size, cfg.data.height, "tiny")
+    assert (module.batch_size, module.height, module.synthetic["preset"]) == (
+        cfg.data.batch_size,
+        cfg.data.height,
+        "tiny",
+    )
     with pytest.raises(SettingsError, match=r"data\.colour: unknown setting"):
         instantiate_datamodule(compose_cfg(tmp_path, "+data.colour=red"), IMAGENET_MEAN, IMAGENET_STD, camstyle=False)

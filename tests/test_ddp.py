@@ -19,10 +19,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from mprd.data.samplers import EpochShuffle, GlobalBatchShard, per_rank_batch
-from mprd.ddp import replicated_buffer_names
 from mprd.core.memory import FeatureMemory
 from mprd.core.reid_module import _ordered
+from mprd.data.samplers import EpochShuffle, GlobalBatchShard, per_rank_batch
+from mprd.ddp import replicated_buffer_names
 
 REPO = Path(__file__).resolve().parents[1]
 COMMON = ("dataset.synthetic.preset=tiny", "logger.wandb.enabled=false", "trainer.enable_progress_bar=false",
@@ -103,7 +103,9 @@ def test_uga_under_ddp_is_refused_with_what_to_use_instead():
         check_trainer(_trainer_cfg("memory", batch_size=30), world_size=4)
     cpu_sync = _trainer_cfg("memory")
     cpu_sync.trainer.sync_batchnorm = True
-    with pytest.raises(SettingsError, match=r"trainer.sync_batchnorm=true with trainer.accelerator=cpu: .* trainer=ddp_cpu"):
+    with pytest.raises(
+        SettingsError, match=r"trainer.sync_batchnorm=true with trainer.accelerator=cpu: .* trainer=ddp_cpu"
+    ):
         check_trainer(cpu_sync, world_size=2)
     check_trainer(cpu_sync, world_size=1)
 

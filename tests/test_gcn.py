@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mprd.methods.mprd.losses import eta_from_counts, mixed_gcn_loss, pair_bce
 from mprd.methods.mprd.gcn import PairGCN, normalized_adjacency, predict_pairs
+from mprd.methods.mprd.losses import eta_from_counts, mixed_gcn_loss, pair_bce
 from mprd.methods.mprd.structures import PairStructures, build_pair_structures
 
 

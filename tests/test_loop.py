@@ -3,16 +3,15 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
 from omegaconf import OmegaConf
 
 import mprd.methods.mprd.algorithm as loop
 import mprd.methods.mprd.pairs as pairsets
-from mprd.methods.mprd.meta import draw_meta_identities, meta_mask
-from mprd.methods.mprd.algorithm import generator_settings
-from mprd.methods.mprd.gcn import GCNLearner
 from mprd.core.neighbors import adaptive_knn
 from mprd.core.positive_sets import PositiveSets
+from mprd.methods.mprd.algorithm import generator_settings
+from mprd.methods.mprd.gcn import GCNLearner
+from mprd.methods.mprd.meta import draw_meta_identities, meta_mask
 from tests.conftest import compose_cfg
 
 # the real conf/method/mprd.yaml and conf/gcn/paper.yaml, scaled down to 60 images
@@ -97,7 +96,9 @@ def test_hard_negative_table_matches_brute_force():
 def test_hard_negative_pairs_draw_from_the_table():
     table = torch.tensor([[5, 6, 7], [8, 9, -1]])
     counts = torch.tensor([3, 2])
-    p = pairsets.hard_negative_pairs(torch.tensor([0, 1]), torch.tensor([4, 2]), table, counts, torch.Generator().manual_seed(0))
+    p = pairsets.hard_negative_pairs(
+        torch.tensor([0, 1]), torch.tensor([4, 2]), table, counts, torch.Generator().manual_seed(0)
+    )
     assert (p.label == 0).all() and p.anchor.tolist() == [0, 0, 0, 0, 1, 1]
     assert set(p.right[:4].tolist()) <= {5, 6, 7} and set(p.right[4:].tolist()) <= {8, 9}
 
@@ -186,7 +187,9 @@ def test_eq7_filter_keeps_neighbours_above_mu(monkeypatch):
     gen, mem, _ = make_generator()
     _, nbr, _ = adaptive_knn(mem, 0.6, 4, 8)
     # a fake GCN output: g_ij = 0.9 when i + j is even, 0.1 otherwise
-    monkeypatch.setattr(loop, "predict_pairs", lambda net, n, left, right, table, **kw: ((left + right) % 2 == 0).float() * 0.8 + 0.1)
+    monkeypatch.setattr(
+        loop, "predict_pairs", lambda net, n, left, right, table, **kw: ((left + right) % 2 == 0).float() * 0.8 + 0.1
+    )
     positives, stats = gen._filter(mem, nbr.cpu())
     for i in range(mem.shape[0]):
         expected = {i} | {j for j in nbr[i].tolist() if j >= 0 and (i + j) % 2 == 0}
@@ -213,30 +216,34 @@ def test_refresh_trains_the_gcn_and_is_reproducible(monkeypatch):
         out0 = gen.refresh(mem, epoch=0, module=Module)
         Module.positives = out0
         out1 = gen.refresh(mem, epoch=1, module=Module)
-        assert any(not torch.equal(a, b) for a, b in zip(before, gen.gcn.parameters()))
+        assert any(not torch.equal(a, b) for a, b in zip(before, gen.gcn.parameters(), strict=True))
         assert gen.last_stats["gcn/steps"] > 0 and gen.last_stats["gcn/structures"] > 0
         results.append((out1, [p.detach().clone() for p in gen.gcn.parameters()]))
     (p_a, w_a), (p_b, w_b) = results
     assert torch.equal(p_a.indices, p_b.indices) and torch.equal(p_a.offsets, p_b.offsets)
-    assert all(torch.equal(a, b) for a, b in zip(w_a, w_b))
+    assert all(torch.equal(a, b) for a, b in zip(w_a, w_b, strict=True))
 
 
 def test_mprd_wo_has_no_unlabeled_pairs_and_0id_no_meta(monkeypatch):
     monkeypatch.setattr(loop, "perturbed_features", lambda module, idx: F.normalize(torch.ones(len(idx), 16), dim=1))
     wo, mem, pids = make_generator({"unlabeled": {"enabled": False, "first_epoch_negatives": 1}})
-    pairs, *_ = wo._training_pairs(mem, *adaptive_knn(mem, 0.6, 4, 8)[1:], PositiveSets.singletons(60), 0, None, torch.Generator())
+    pairs, *_ = wo._training_pairs(
+        mem, *adaptive_knn(mem, 0.6, 4, 8)[1:], PositiveSets.singletons(60), 0, None, torch.Generator()
+    )
     assert len(pairs) == 0  # L^u = 0; the meta pairs are drawn per GCN step
     stats = wo._train(pairs, mem, adaptive_knn(mem, 0.6, 4, 8)[1].cpu(), torch.Generator().manual_seed(0))
     assert stats["steps"] == 60 // 4 and stats["pairs"] > 0 and stats["meta_distinct"] > 0
     zero, mem, pids = make_generator({"meta": {**BASE_CFG["meta"], "num_ids": 0}})
     assert zero.meta_ids == []
-    pairs, *_ = zero._training_pairs(mem, *adaptive_knn(mem, 0.6, 4, 8)[1:], PositiveSets.singletons(60), 0, None, torch.Generator())
+    pairs, *_ = zero._training_pairs(
+        mem, *adaptive_knn(mem, 0.6, 4, 8)[1:], PositiveSets.singletons(60), 0, None, torch.Generator()
+    )
     assert len(pairs) > 0 and not pairs.is_meta.any()
 
 
 def test_meta_ground_truth_overrides_only_meta_rows():
-    from mprd.methods.mprd.meta import MetaGroundTruth
     from mprd.methods.baselines import SingleGenerator
+    from mprd.methods.mprd.meta import MetaGroundTruth
 
     pids = torch.tensor([4, 4, 4, 7, 7, 9, 9, 9])
     wrapped = MetaGroundTruth(SingleGenerator(), pids, num_ids=1, seed=3)

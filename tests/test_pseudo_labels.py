@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from mprd.core.neighbors import adaptive_k, adaptive_knn, knn
-from mprd.methods.baselines import build_generator
 from mprd.core.positive_sets import PositiveSets
+from mprd.methods.baselines import build_generator
 
 
 def rows(p: PositiveSets) -> list[list[int]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,7 +19,6 @@ from mprd.methods.sslr.schedule import Schedule, lr_factor_fn
 from mprd.methods.sslr.similarity import dissimilarity_rows, part_features, reliable_sets
 from mprd.methods.sslr.softened import softened_cross_entropy, softened_target
 from mprd.train import run
-
 from tests.conftest import compose_cfg  # noqa: E402
 
 # ----------------------------------------------------------------------------------------- Eqs. 1-4

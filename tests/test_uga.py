@@ -13,9 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.conftest import compose_cfg
-from mprd.data.samplers import CameraBalancedSampler
 from mprd.data.records import DatasetError, ImageRecord
+from mprd.data.samplers import CameraBalancedSampler
 from mprd.methods.uga.config import NoiseConfig, UGAConfig
 from mprd.methods.uga.cvg import (
     CrossViewGraph,
@@ -30,7 +29,7 @@ from mprd.methods.uga.intra_camera import branch_columns, class_logits, intra_ca
 from mprd.methods.uga.model import UGAEncoder
 from mprd.methods.uga.module import UGAModule, milestone_epochs
 from mprd.methods.uga.tracklets import tracklet_pids, tracklets_from_records
-
+from tests.conftest import compose_cfg
 
 
 def records(pairs: list[tuple[int, int]]) -> list[ImageRecord]:
@@ -139,7 +138,7 @@ def test_mislabeling_exact_counts_and_merges_inside_a_camera():
         assert sum(len(m) - 1 for m in groups) == moved  # exactly `moved` tracklets lost their own label
     # the majority pid of a merged label is the pid with most images (diagnostic only)
     pids = tracklet_pids(recs, tracklet)
-    for t, m in members.items():
+    for t, _ in members.items():
         sizes = Counter(r.pid for r, tt in zip(recs, tracklet.tolist(), strict=True) if tt == t)
         assert pids[t] == min(p for p, n in sizes.items() if n == max(sizes.values()))
     # combined: merge (6 -> 4, 5 -> 3), then split round(0.5 * M_t) of the merged tracklets (all >= 2 images)
@@ -615,8 +614,8 @@ def test_lambda_sweep_report_files(tmp_path):
 def test_build_module_applies_the_noise_options(tmp_path):
     from types import SimpleNamespace
 
-    from mprd.core.config import build_method
     from mprd.core.backbone import build_backbone
+    from mprd.core.config import build_method
 
     recs = noise_records()
     dm = SimpleNamespace(data=SimpleNamespace(train=recs), camera_balanced_dataloader=lambda: None)

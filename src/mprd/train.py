@@ -22,6 +22,8 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from mprd.core.config import build_method
+from mprd.runconfig import resolved_config
 from mprd.runfolder import (
     LAST,
     PREVIOUS,
@@ -37,8 +39,6 @@ from mprd.runfolder import (
     scalar_metrics,
     write_text_atomically,
 )
-from mprd.core.config import build_method
-from mprd.runconfig import resolved_config
 from mprd.settings import SettingsError, validate_settings
 from mprd.supervision import uses_besides_images
 
@@ -71,7 +71,8 @@ def resolve_camstyle(cfg: DictConfig) -> bool:
         return True  # the generator always renders CamStyle copies
     from mprd.data.datasets import CAMSTYLE_DIR, resolve_root
 
-    return (resolve_root(cfg.dataset.name, str(cfg.dataset.root)) / CAMSTYLE_DIR).is_dir()  # root may hold the official folder
+    # the root may hold the official folder
+    return (resolve_root(cfg.dataset.name, str(cfg.dataset.root)) / CAMSTYLE_DIR).is_dir()
 
 
 def build_loggers(cfg: DictConfig, output_dir: Path) -> list[Any]:
@@ -196,8 +197,12 @@ def check_trainer(cfg: DictConfig, world_size: int) -> None:
     """Refuse, before any process is launched, what the trainer cannot run as asked: a multi-process run of a
     method without a DDP path, a global batch that does not split over the processes, bf16 on a GPU without it."""
     precision = str(cfg.trainer.get("precision", "32-true"))
-    if precision.startswith("bf16") and torch.cuda.is_available() and str(cfg.trainer.get("accelerator")) in ("gpu", "cuda", "auto") \
-            and not torch.cuda.is_bf16_supported(including_emulation=False):
+    if (
+        precision.startswith("bf16")
+        and torch.cuda.is_available()
+        and str(cfg.trainer.get("accelerator")) in ("gpu", "cuda", "auto")
+        and not torch.cuda.is_bf16_supported(including_emulation=False)
+    ):
         raise SettingsError(
             f"trainer.precision={precision}: {torch.cuda.get_device_name()} has no native bf16; use "
             "trainer.precision=16-mixed (fp16 autocast with loss scaling) or 32-true"
@@ -396,7 +401,14 @@ def _run(cfg: DictConfig, output_dir: Path, extra_callbacks: list[Any], main: bo
     trainer: L.Trainer = hydra.utils.instantiate(
         trainer_cfg, logger=build_loggers(cfg, output_dir), callbacks=callbacks, default_root_dir=str(output_dir)
     )
-    log.info("training %s (artefact %s, row %s, seed %s) -> %s", cfg.method.name, cfg.get("artefact"), cfg.get("row"), cfg.seed, output_dir)
+    log.info(
+        "training %s (artefact %s, row %s, seed %s) -> %s",
+        cfg.method.name,
+        cfg.get("artefact"),
+        cfg.get("row"),
+        cfg.seed,
+        output_dir,
+    )
     t0 = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
     if stop_after and trainer.current_epoch < cfg.max_epochs:

@@ -92,7 +92,7 @@ class ReIDBackbone(nn.Module):
                 module.register_forward_pre_hook(_freeze_bn_statistics)
                 module.training = False
 
-    def train(self, mode: bool = True) -> "ReIDBackbone":
+    def train(self, mode: bool = True) -> ReIDBackbone:
         """Set the mode; with `freeze_bn` the body's BN layers report eval mode whatever `mode` is.
 
         The freeze itself is enforced by a forward pre-hook on every body BN (`_freeze_bn_statistics`), so it

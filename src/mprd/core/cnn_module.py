@@ -16,13 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mprd.methods.mprd.losses import binomial_deviance_loss
-from mprd.methods.mlcr.mmcl import mmcl_terms
-from mprd.core.memory import FeatureMemory, gamma_schedule
-from mprd.core.reid_module import QueryGalleryEvaluation, eval_mode, log_epoch_timing, progress
 from mprd.core.config import RunContext
 from mprd.core.generator import PseudoLabelGenerator
+from mprd.core.memory import FeatureMemory, gamma_schedule
 from mprd.core.positive_sets import PositiveSets
+from mprd.core.reid_module import QueryGalleryEvaluation, eval_mode, log_epoch_timing, progress
+from mprd.methods.mlcr.mmcl import mmcl_terms
+from mprd.methods.mprd.losses import binomial_deviance_loss
 
 
 @dataclass
@@ -272,7 +272,9 @@ class CNNModule(QueryGalleryEvaluation):
         it is now. Every rank holds the same memory replica, so under DDP each computes its own batch alike."""
         if not self.label_cfg.per_batch or self.current_epoch < self.label_cfg.start_epoch:
             return self.positives
-        fresh = self.generator.refresh(self.memory.features, anchors=index.detach(), epoch=self.current_epoch, module=self)
+        fresh = self.generator.refresh(
+            self.memory.features, anchors=index.detach(), epoch=self.current_epoch, module=self
+        )
         return self.generator.override(fresh)
 
     def _loss(self, feats: Tensor, index: Tensor) -> tuple[Tensor, dict[str, Tensor]]:

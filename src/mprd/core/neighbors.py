@@ -66,7 +66,9 @@ def knn(
     Returns (similarities, indices), each (num_query, k), sorted by decreasing similarity.
     """
     if query.dim() != 2 or base.dim() != 2 or query.shape[1] != base.shape[1]:
-        raise ValueError(f"knn: expected 2-D query/base with equal width, got {tuple(query.shape)} and {tuple(base.shape)}")
+        raise ValueError(
+            f"knn: expected 2-D query/base with equal width, got {tuple(query.shape)} and {tuple(base.shape)}"
+        )
     if exclude_self and query.shape[0] != base.shape[0]:
         raise ValueError("knn: exclude_self needs query and base to be the same set")
     extra = 1 if exclude_self else 0

@@ -29,7 +29,7 @@ class PositiveSets:
 
     # ----------------------------------------------------------------------------------------- builders
     @classmethod
-    def from_mask_rows(cls, rows: Tensor, cols: Tensor, num: int) -> "PositiveSets":
+    def from_mask_rows(cls, rows: Tensor, cols: Tensor, num: int) -> PositiveSets:
         """From COO pairs (row i, col j) meaning j in P_i. Self is added; duplicates are merged."""
         rows = rows.reshape(-1).long().cpu()
         cols = cols.reshape(-1).long().cpu()
@@ -45,12 +45,12 @@ class PositiveSets:
         return cls(offsets, c)
 
     @classmethod
-    def singletons(cls, num: int) -> "PositiveSets":
+    def singletons(cls, num: int) -> PositiveSets:
         """P_i = {i}: the Single baseline and Algorithm 1's initialisation."""
         return cls(torch.arange(num + 1, dtype=torch.long), torch.arange(num, dtype=torch.long))
 
     @classmethod
-    def from_labels(cls, labels: Tensor) -> "PositiveSets":
+    def from_labels(cls, labels: Tensor) -> PositiveSets:
         """P_i = {j : labels[j] == labels[i]} (ground truth for `super`, or any clustering)."""
         labels = labels.reshape(-1).long().cpu()
         num = labels.numel()
@@ -72,7 +72,7 @@ class PositiveSets:
         return cls(offsets, members)
 
     @classmethod
-    def from_neighbors(cls, neighbors: Tensor, keep: Tensor | None = None) -> "PositiveSets":
+    def from_neighbors(cls, neighbors: Tensor, keep: Tensor | None = None) -> PositiveSets:
         """P_i = {i} ∪ {neighbors[i, c] : keep[i, c]}; entries < 0 are padding and ignored."""
         num = neighbors.shape[0]
         valid = neighbors >= 0
@@ -132,5 +132,5 @@ class PositiveSets:
         return {"offsets": self.offsets.clone(), "indices": self.indices.clone()}
 
     @classmethod
-    def from_state(cls, state: dict[str, Tensor]) -> "PositiveSets":
+    def from_state(cls, state: dict[str, Tensor]) -> PositiveSets:
         return cls(state["offsets"].long(), state["indices"].long())

@@ -152,7 +152,7 @@ def _ordering(df: pd.DataFrame) -> list[str]:
             paper_order = both.sort_values(f"paper_{m}", ascending=False)["display"]
             tau = kendalltau(both[f"{m}_mean"], both[f"paper_{m}"]).statistic if len(both) >= 3 else math.nan
             tau_text = f" (Kendall τ with ours over these {len(both)} rows: {tau:+.2f})" if not math.isnan(tau) else ""
-            lines.append(f"  - Paper, same rows: " + " > ".join(_cell(d) for d in paper_order) + tau_text)
+            lines.append("  - Paper, same rows: " + " > ".join(_cell(d) for d in paper_order) + tau_text)
     lines += _gap_closed(df)
     return ["## Ordering", ""] + lines + [""] if lines else []
 
@@ -169,14 +169,15 @@ def _gap_closed(df: pd.DataFrame, row: str = "mprd") -> list[str]:
 
     ours, paper = share(""), share("paper_")
     paper_text = f" (paper: {100 * paper:.0f} %)" if not math.isnan(paper) else ""
-    return [f"- {_cell(by_key.loc[row, 'display'])} closes {100 * ours:.0f} % of our Single → Super. mAP gap{paper_text}."]
+    name = _cell(by_key.loc[row, "display"])
+    return [f"- {name} closes {100 * ours:.0f} % of our Single → Super. mAP gap{paper_text}."]
 
 
 def _shape(df: pd.DataFrame) -> list[str]:
     """Per swept row: where Rank-1 and mAP peak (Figure 4's claim is a peak near μ = 0.5)."""
     lines = []
     name = PARAM_NAMES.get(df.attrs["param"], df.attrs["param"])
-    for key, group in df[df["n"] > 0].groupby("key", sort=True):
+    for _, group in df[df["n"] > 0].groupby("key", sort=True):
         if len(group) < 2:
             continue
         best = {m: group.loc[group[f"{m}_mean"].idxmax(), "x"] for m in ("rank1", "mAP")}

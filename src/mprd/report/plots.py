@@ -68,7 +68,7 @@ def _bars(ax: Any, df: pd.DataFrame, m: str, dataset: str, ref_name: str | None)
 def _lines(ax: Any, df: pd.DataFrame, m: str, param: str, ref_name: str | None, chosen: Any = None) -> None:
     numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in df["x"])
     labels = sorted({str(v) for v in df["x"]}, key=lambda s: s)
-    for key, group in df[df["n"] > 0].groupby("key", sort=True):
+    for _, group in df[df["n"] > 0].groupby("key", sort=True):
         xs = group["x"].astype(float) if numeric else [labels.index(str(v)) for v in group["x"]]
         ax.errorbar(xs, group[f"{m}_mean"], yerr=group[f"{m}_std"].fillna(0), marker="o", capsize=3,
                     label=group["display"].iloc[0])

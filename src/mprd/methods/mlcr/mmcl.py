@@ -14,8 +14,8 @@ import math
 import torch
 from torch import Tensor
 
-from mprd.methods.mprd.losses import memory_scores
 from mprd.core.positive_sets import PositiveSets
+from mprd.methods.mprd.losses import memory_scores
 
 
 def hard_negative_counts(num_negatives: Tensor, r: float) -> Tensor:

@@ -26,10 +26,10 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from mprd.core.neighbors import Backend, knn
 from mprd.core.cnn_module import CNNModule, memory_method
 from mprd.core.config import RunContext
 from mprd.core.generator import PseudoLabelGenerator
+from mprd.core.neighbors import Backend, knn
 from mprd.core.positive_sets import PositiveSets
 from mprd.methods.mprd.meta import MetaGroundTruth
 

@@ -74,7 +74,9 @@ class MPRDGenerator(PseudoLabelGenerator):
         _, neighbors, k = adaptive_knn(memory, nb["threshold"], nb["min_k"], nb["k_max"])
         neighbors, k = neighbors.cpu(), k.cpu()
         previous = module.positives if module is not None else PositiveSets.singletons(memory.shape[0])
-        pairs, table, ext_neighbors, n_virtual = self._training_pairs(memory, neighbors, k, previous, epoch, module, gen)
+        pairs, table, ext_neighbors, n_virtual = self._training_pairs(
+            memory, neighbors, k, previous, epoch, module, gen
+        )
         t1 = time.perf_counter()
         train_stats = self._train(pairs, table, ext_neighbors, gen)
         t2 = time.perf_counter()
@@ -94,7 +96,14 @@ class MPRDGenerator(PseudoLabelGenerator):
         return positives
 
     def _training_pairs(
-        self, memory: Tensor, neighbors: Tensor, k: Tensor, previous: PositiveSets, epoch: int, module: Any, gen: torch.Generator
+        self,
+        memory: Tensor,
+        neighbors: Tensor,
+        k: Tensor,
+        previous: PositiveSets,
+        epoch: int,
+        module: Any,
+        gen: torch.Generator,
     ) -> tuple[PairSet, Tensor, Tensor, int]:
         """§4.2 unlabeled-data pairs (L^u), the node feature table (memory + perturbed copies) and its neighbour
         table. The meta pairs (L^m) are drawn per GCN step in `_train`."""
@@ -119,7 +128,9 @@ class MPRDGenerator(PseudoLabelGenerator):
                 n_virtual = lone.numel()
                 virtual = num + torch.arange(lone.numel())
                 if epoch == 0:
-                    parts.append(perturbation_pairs(lone, virtual, num, int(self.cfg["unlabeled"]["first_epoch_negatives"]), gen))
+                    parts.append(
+                        perturbation_pairs(lone, virtual, num, int(self.cfg["unlabeled"]["first_epoch_negatives"]), gen)
+                    )
                 else:
                     parts.append(PairSet.make(lone, virtual, 1.0, lone, False))
             if epoch > 0:
@@ -128,7 +139,9 @@ class MPRDGenerator(PseudoLabelGenerator):
                 parts.append(hard_negative_pairs(anchors, previous.sizes[anchors], hard, hard_counts, gen))
         return PairSet.cat(parts), table, ext_neighbors, n_virtual
 
-    def _schedule(self, pairs: PairSet, num_slots: int, num_meta: int, gen: torch.Generator) -> list[tuple[Tensor, Tensor]]:
+    def _schedule(
+        self, pairs: PairSet, num_slots: int, num_meta: int, gen: torch.Generator
+    ) -> list[tuple[Tensor, Tensor]]:
         """GCN steps of n'/2 unlabeled + n'/2 meta anchors (§4.2): (rows of `pairs`, positions of meta anchors).
 
         One pass over the unlabeled anchors; the meta images are cycled (reshuffled each cycle) as often as
@@ -136,11 +149,17 @@ class MPRDGenerator(PseudoLabelGenerator):
         """
         half = max(1, int(self.cfg["gcn"]["batch_anchors"]) // 2)
         u_anchors = torch.unique(pairs.anchor)
-        steps = self.cfg["gcn"].get("steps_per_epoch") or max(1, math.ceil(max(u_anchors.numel(), num_slots * (u_anchors.numel() == 0)) / half))
+        steps = self.cfg["gcn"].get("steps_per_epoch") or max(
+            1, math.ceil(max(u_anchors.numel(), num_slots * (u_anchors.numel() == 0)) / half)
+        )
         steps = int(steps)
         u_order = u_anchors[torch.randperm(u_anchors.numel(), generator=gen)] if u_anchors.numel() else u_anchors
         reps = math.ceil(steps * half / num_meta) if num_meta else 0
-        m_order = torch.cat([torch.randperm(num_meta, generator=gen) for _ in range(reps)]) if reps else torch.empty(0, dtype=torch.long)
+        m_order = (
+            torch.cat([torch.randperm(num_meta, generator=gen) for _ in range(reps)])
+            if reps
+            else torch.empty(0, dtype=torch.long)
+        )
         u_step = torch.full((max(num_slots, int(pairs.anchor.max()) + 1 if len(pairs) else 0),), -1, dtype=torch.long)
         u_step[u_order] = torch.arange(u_order.numel()) // half
         step_of_pair = u_step[pairs.anchor]
@@ -148,7 +167,9 @@ class MPRDGenerator(PseudoLabelGenerator):
         bounds = torch.searchsorted(step_of_pair[order], torch.arange(steps + 1))
         return [(order[bounds[s] : bounds[s + 1]], m_order[s * half : (s + 1) * half]) for s in range(steps)]
 
-    def _step_pairs(self, unlabeled: PairSet, meta_pos: Tensor, meta_images: Tensor, pool: Tensor, gen: torch.Generator) -> PairSet:
+    def _step_pairs(
+        self, unlabeled: PairSet, meta_pos: Tensor, meta_images: Tensor, pool: Tensor, gen: torch.Generator
+    ) -> PairSet:
         """One GCN step's pairs: its unlabeled pairs plus freshly drawn meta pairs for its meta anchors, with a
         (z, x) negative for each of its unlabeled anchors that is not a meta image (Algorithm 1 lines 3-4)."""
         if not meta_images.numel():
@@ -183,7 +204,12 @@ class MPRDGenerator(PseudoLabelGenerator):
             meta_keys.append((p.left[m] * table.shape[0] + p.right[m]) * 2 + p.label[m].long())
             eta = self._eta(int(m.sum()), int((~m).sum()))
             s = build_pair_structures(
-                ext_neighbors, p.left, p.right, topology=st["topology"], target_edge=st["target_edge"], max_label=st["max_label"]
+                ext_neighbors,
+                p.left,
+                p.right,
+                topology=st["topology"],
+                target_edge=st["target_edge"],
+                max_label=st["max_label"],
             ).to(device)
             # meta anchors get ids shifted by the table size so an image that is both a meta and an unlabeled
             # anchor keeps two separate Eq. 6 terms
@@ -227,7 +253,11 @@ class MPRDGenerator(PseudoLabelGenerator):
         )
         keep = torch.zeros_like(valid)
         keep[valid] = probs > float(self.cfg["mu"])
-        stats = {"gcn/g_mean": float(probs.mean()), "gcn/candidates": float(probs.numel()), "gcn/kept_frac": float(keep[valid].float().mean())}
+        stats = {
+            "gcn/g_mean": float(probs.mean()),
+            "gcn/candidates": float(probs.numel()),
+            "gcn/kept_frac": float(keep[valid].float().mean()),
+        }
         return PositiveSets.from_neighbors(neighbors, keep), stats
 
 

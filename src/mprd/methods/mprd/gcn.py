@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from mprd.methods.mprd.losses import mixed_gcn_loss
-from mprd.methods.mprd.structures import PairStructures, Topology, TargetEdge, iter_structure_chunks
+from mprd.methods.mprd.structures import PairStructures, TargetEdge, Topology, iter_structure_chunks
 
 
 def normalized_adjacency(adj: Tensor, mask: Tensor) -> Tensor:
@@ -142,7 +142,7 @@ class PairGCN(nn.Module):
         else:
             h = torch.nn.functional.linear(outs[0], weight[:, : self.hidden[0]], self.agg.bias)
             start = self.hidden[0]
-            for y, width in zip(outs[1:], self.hidden[1:]):
+            for y, width in zip(outs[1:], self.hidden[1:], strict=True):
                 h = h + torch.nn.functional.linear(y, weight[:, start : start + width])
                 start += width
         h = h.relu_().masked_fill(~mask[:, :, None], float("-inf"))
@@ -270,4 +270,6 @@ class GCNLearner(nn.Module):
     def make_optimizer(self) -> torch.optim.Optimizer:
         if self.optimizer_name == "adam":
             return torch.optim.Adam(self.net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        return torch.optim.SGD(self.net.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        return torch.optim.SGD(
+            self.net.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+        )

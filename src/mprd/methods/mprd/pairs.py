@@ -35,8 +35,12 @@ class PairSet:
 
     @staticmethod
     def cat(parts: list[PairSet]) -> PairSet:
-        parts = [p for p in parts if p.left.numel()] or [PairSet.make(*(torch.empty(0),) * 2, 0.0, torch.empty(0), False)]
-        return PairSet(*(torch.cat([getattr(p, f) for p in parts]) for f in ("left", "right", "label", "anchor", "is_meta")))
+        parts = [p for p in parts if p.left.numel()] or [
+            PairSet.make(*(torch.empty(0),) * 2, 0.0, torch.empty(0), False)
+        ]
+        return PairSet(
+            *(torch.cat([getattr(p, f) for p in parts]) for f in ("left", "right", "label", "anchor", "is_meta"))
+        )
 
     def select(self, mask: Tensor) -> PairSet:
         return PairSet(self.left[mask], self.right[mask], self.label[mask], self.anchor[mask], self.is_meta[mask])
@@ -50,7 +54,9 @@ def _randint_below(high: Tensor, gen: torch.Generator) -> Tensor:
     return torch.floor(torch.rand(high.shape, generator=gen) * high.double()).long().clamp(max=high - 1)
 
 
-def perturbation_pairs(anchors: Tensor, virtual_ids: Tensor, num_slots: int, num_neg: int, gen: torch.Generator) -> PairSet:
+def perturbation_pairs(
+    anchors: Tensor, virtual_ids: Tensor, num_slots: int, num_neg: int, gen: torch.Generator
+) -> PairSet:
     """First iteration (§4.2, 1): (x_i, x'_i) positives and `num_neg` random (x_i, x_j ≠ x_i) negatives each."""
     pos = PairSet.make(anchors, virtual_ids, 1.0, anchors, False)
     neg_anchor = anchors.repeat_interleave(num_neg)
@@ -73,14 +79,18 @@ def positive_set_pairs(anchors: Tensor, positives: PositiveSets, neighbors: Tens
     return PairSet.make(left[keep], r_j[keep], 1.0, anchors[b][keep], False)
 
 
-def hard_negative_pairs(anchors: Tensor, counts: Tensor, hard: Tensor, hard_counts: Tensor, gen: torch.Generator) -> PairSet:
+def hard_negative_pairs(
+    anchors: Tensor, counts: Tensor, hard: Tensor, hard_counts: Tensor, gen: torch.Generator
+) -> PairSet:
     """Later iterations (§4.2, 1): |P_i| images drawn (with replacement) from N*_i, each paired with x_i."""
     a = anchors.repeat_interleave(counts)
     pick = _randint_below(hard_counts[a], gen)
     return PairSet.make(a, hard[a, pick], 0.0, a, False)
 
 
-def hard_negative_table(memory: Tensor, positives: PositiveSets, ratio: float, chunk: int = 1024) -> tuple[Tensor, Tensor]:
+def hard_negative_table(
+    memory: Tensor, positives: PositiveSets, ratio: float, chunk: int = 1024
+) -> tuple[Tensor, Tensor]:
     """N*_i per Eq. 3 on memory features: the r_i = ⌊ratio (N − |P_i|)⌋ most similar non-positives.
 
     Returns (table (N, r_max) of slot ids, valid count r_i per row). Positives are removed by searching
@@ -97,7 +107,9 @@ def hard_negative_table(memory: Tensor, positives: PositiveSets, ratio: float, c
     b, j = positives.batch_pairs(torch.arange(num))
     col = torch.arange(j.numel()) - positives.offsets[b]
     pos_pad[b, col] = j
-    valid = torch.cat([~(idx[s : s + chunk, :, None] == pos_pad[s : s + chunk, None, :]).any(-1) for s in range(0, num, chunk)])
+    valid = torch.cat(
+        [~(idx[s : s + chunk, :, None] == pos_pad[s : s + chunk, None, :]).any(-1) for s in range(0, num, chunk)]
+    )
     order = torch.argsort((~valid).to(torch.int8), dim=1, stable=True)[:, :r_max]  # valid columns first, in rank order
     table = torch.gather(idx, 1, order)
     return table, torch.minimum(r, valid.sum(1))
@@ -134,7 +146,9 @@ def meta_pairs(
         parts.append(PairSet.make(z[has], meta_images[partner], label, z[has], True))
     if zx_negatives:
         if zx_images is None:
-            zx_images = pool[torch.floor(torch.rand(z.shape, generator=gen) * pool.numel()).long()] if pool.numel() else pool
+            zx_images = (
+                pool[torch.floor(torch.rand(z.shape, generator=gen) * pool.numel()).long()] if pool.numel() else pool
+            )
         if zx_images.numel():
             zj = meta_images[torch.floor(torch.rand(zx_images.shape, generator=gen) * meta_images.numel()).long()]
             parts.append(PairSet.make(zj, zx_images, 0.0, zj, True))
