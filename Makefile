@@ -23,6 +23,9 @@ install: $(STAMP) ## Create .venv and install pinned requirements + the package 
 test: $(STAMP) ## Run the test suite (fast; `make test-all` includes slow tests)
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
+lint: $(STAMP) ## Lint with ruff (config: [tool.ruff] in pyproject.toml)
+	$(BIN)/ruff check src tests benchmarks
+
 test-all: $(STAMP) ## Run every test, slow ones included
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
@@ -75,9 +78,17 @@ TRAIN = $(if $(PARALLEL),OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 )$(BIN)/python -m m
 COMMON = dataset=$(DATASET) $(if $(DATA_ROOT),dataset.root=$(DATA_ROOT)) preset=$(PRESET) \
 	skip_if_done=$(if $(FORCE),false,true) auto_resume=$(if $(FORCE),false,true) \
 	$(if $(LAUNCHER),launcher=$(LAUNCHER),$(if $(PARALLEL),launcher=joblib hydra.launcher.n_jobs=$(JOBS))) logger.wandb.group=$(1)-$(DATASET) $(EXTRA)
-TABLE1_ROWS := super,knn,ss,mplp,mprd_wo,mprd_nocam,mprd,single
-TABLE2_ROWS := mlcr,mlcr_5id,mprd_0id,mprd
-MU_VALUES ?= 0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9
+# Rows and grids come from the artefact registry (src/mprd/report/artefacts.py, standard library only); each
+# *_ROWS / *_VALUES below is a default: override it on the command line (make reproduce-table1 TABLE1_ROWS=mprd,single)
+ARTEFACTS_CLI = PYTHONPATH=src $(PY) -m mprd.report.artefacts
+registry = $(or $(shell $(ARTEFACTS_CLI) $(1)),$(error the artefact registry has no answer to '$(1)'))
+TABLE1_ROWS ?= $(call registry,rows table1)
+TABLE2_ROWS ?= $(call registry,rows table2)
+MU_VALUES ?= $(call registry,values fig4 method.mu)
+SWEEP_K_VALUES ?= $(call registry,values sweep-k method.neighbors.min_k)
+SWEEP_K_THRESHOLDS ?= $(call registry,values sweep-k method.neighbors.threshold)
+SWEEP_DELTA_VALUES ?= $(call registry,values sweep-delta method.loss.delta)
+SWEEP_META_IDS ?= $(call registry,values sweep-meta-ids method.meta.num_ids)
 
 # $(1) artefact, $(2) experiment list, $(3) run sub-folder pattern, $(4) extra overrides
 define multirun
@@ -99,13 +110,13 @@ sweep-mu: $(STAMP) ## Sweep the Eq. 7 threshold mu (MU_VALUES=...)
 	$(call multirun,sweep-mu,sweep,mu$${method.mu}-seed$${seed},method.mu=$(MU_VALUES) 'sweep={mu:$${method.mu}}')
 
 sweep-k: $(STAMP) ## Sweep min k (4, 8, 16) and the similarity rule (0.5, 0.6, 0.7) of k_i
-	$(call multirun,sweep-k,sweep,k$${method.neighbors.min_k}-t$${method.neighbors.threshold}-seed$${seed},method.neighbors.min_k=4$(comma)8$(comma)16 method.neighbors.threshold=0.5$(comma)0.6$(comma)0.7 'sweep={min_k:$${method.neighbors.min_k}$(comma)threshold:$${method.neighbors.threshold}}')
+	$(call multirun,sweep-k,sweep,k$${method.neighbors.min_k}-t$${method.neighbors.threshold}-seed$${seed},method.neighbors.min_k=$(SWEEP_K_VALUES) method.neighbors.threshold=$(SWEEP_K_THRESHOLDS) 'sweep={min_k:$${method.neighbors.min_k}$(comma)threshold:$${method.neighbors.threshold}}')
 
 sweep-delta: $(STAMP) ## Sweep the BD loss weight delta (1, 3, 5, 7)
-	$(call multirun,sweep-delta,sweep,delta$${method.loss.delta}-seed$${seed},method.loss.delta=1$(comma)3$(comma)5$(comma)7 'sweep={delta:$${method.loss.delta}}')
+	$(call multirun,sweep-delta,sweep,delta$${method.loss.delta}-seed$${seed},method.loss.delta=$(SWEEP_DELTA_VALUES) 'sweep={delta:$${method.loss.delta}}')
 
 sweep-meta-ids: $(STAMP) ## Sweep the number of meta identities (0, 1, 3, 5, 10, 20)
-	$(call multirun,sweep-meta-ids,sweep,ids$${method.meta.num_ids}-seed$${seed},method.meta.num_ids=0$(comma)1$(comma)3$(comma)5$(comma)10$(comma)20 'sweep={meta_ids:$${method.meta.num_ids}}')
+	$(call multirun,sweep-meta-ids,sweep,ids$${method.meta.num_ids}-seed$${seed},method.meta.num_ids=$(SWEEP_META_IDS) 'sweep={meta_ids:$${method.meta.num_ids}}')
 
 ARTEFACT ?= table1
 report: $(STAMP) ## Rebuild a report from metrics.json files alone: make report ARTEFACT=table1 [DATASET=..] [WANDB=1]
@@ -113,10 +124,10 @@ report: $(STAMP) ## Rebuild a report from metrics.json files alone: make report 
 
 # one report for the seed baselines: whichever of these folders exist
 BASELINE_RUNS = $(call RUNS,sslr) $(call RUNS,uga)
-SSLR_ROWS := sslr_baseline,sslr_global,sslr_cce,sslr
+SSLR_ROWS ?= $(call registry,rows baselines sslr)
 # experiments under conf/experiment/uga/ (= rows uga_intra, uga_noself, uga: the issue's three); the others:
 # intra_r, intra_bn (Table 2), lambda055 ... lambda075 (Table 3), noself_lambda070 (Table 5 as printed), raw
-UGA_ROWS ?= intra,noself,uga
+UGA_ROWS ?= $(call registry,rows baselines uga)
 
 reproduce-sslr: $(STAMP) ## SSLR ablation rows (baseline, w/o part and CCE, w/o part, full) + report
 	$(TRAIN) --multirun seed=$(SEED_LIST) experiment=$(addprefix sslr/,$(subst $(comma),$(comma)sslr/,$(SSLR_ROWS))) \
@@ -125,11 +136,11 @@ reproduce-sslr: $(STAMP) ## SSLR ablation rows (baseline, w/o part and CCE, w/o 
 
 # SSLR Fig. 4(b)-(f): one multirun of experiment sslr/sweep per parameter, then its sweep report (md/csv/png).
 # $(1) artefact suffix, $(2) key of the `sweep` field, $(3) config key, $(4) comma-separated values
-SSLR_LAM_VALUES ?= 0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9
-SSLR_K_VALUES ?= 1,2,3,4,5,6,8,10
-SSLR_LAMBDA_C_VALUES ?= 0,0.01,0.02,0.03,0.04,0.05
-SSLR_LAMBDA_P_VALUES ?= 0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0
-SSLR_PARTS_VALUES ?= 1,2,3,4,5,6,7,8,9,10
+SSLR_LAM_VALUES ?= $(call registry,values sweep-sslr-lam method.soft.lam)
+SSLR_K_VALUES ?= $(call registry,values sweep-sslr-k method.soft.k)
+SSLR_LAMBDA_C_VALUES ?= $(call registry,values sweep-sslr-lambda-c method.similarity.lambda_c)
+SSLR_LAMBDA_P_VALUES ?= $(call registry,values sweep-sslr-lambda-p method.similarity.lambda_p)
+SSLR_PARTS_VALUES ?= $(call registry,values sweep-sslr-parts method.similarity.parts)
 define sslr_sweep
 	$(call multirun,sweep-sslr-$(1),sslr/sweep,$(2)$${$(3)}-seed$${seed},$(3)=$(4) 'sweep={$(2):$${$(3)}}')
 endef
@@ -158,9 +169,9 @@ reproduce-uga: $(STAMP) ## UGA rows uga_intra, uga_noself, uga (UGA_ROWS=...; in
 
 # UGA Table 3 (full UGA at each CVG threshold lambda) and Table 6 (stage 1 on noisy tracklets: ID duplication,
 # then mislabeling; both curves start at the clean rate 0), each a sweep report (md/csv/png)
-UGA_LAMBDA_VALUES ?= 0.55,0.6,0.65,0.7,0.75
-UGA_DUPLICATION_RATES ?= 0.0,0.2,0.5,1.0
-UGA_MISLABELING_RATES ?= 0.0,0.2,0.5
+UGA_LAMBDA_VALUES ?= $(call registry,values sweep-uga-lambda method.cvg.threshold)
+UGA_DUPLICATION_RATES ?= $(call registry,values sweep-uga-noise method.noise.duplication)
+UGA_MISLABELING_RATES ?= $(call registry,values sweep-uga-noise method.noise.mislabeling)
 # $(1) noise option of method.noise (duplication | mislabeling), $(2) its rates
 define uga_noise_multirun
 	$(TRAIN) --multirun seed=$(SEED_LIST) experiment=uga/intra $(call COMMON,sweep-uga-noise) artefact=sweep-uga-noise \
@@ -185,7 +196,7 @@ uga-cvg-curve: $(STAMP) ## UGA Fig. 4: CVG edge precision/recall vs lambda, +- m
 # MPRD, MLCR and SSLR under the same data and preset; UGA (intra-camera labels) as an extra row the paper lacks.
 # SSLR's schedule (stage 0 + S iterations) must fill max_epochs: the CPU presets set a short one
 # (`sslr_schedule`); on the GPU presets its row runs SSLR's own 25 + 20 x 2 = 65 epochs (SSLR_TABLE3).
-TABLE3_EXPERIMENTS := table3/mprd,table3/mlcr,sslr/table3,uga/table3
+TABLE3_EXPERIMENTS ?= $(call registry,experiments table3)
 SSLR_TABLE3 ?= $(if $(filter cpu cpu_real cpu_long,$(PRESET)),,max_epochs=65)
 
 reproduce-table3: $(STAMP) ## Table 3: MPRD, MLCR, SSLR (+ UGA, extra) with Rank-1/5/10, mAP, what each uses + report
@@ -193,5 +204,5 @@ reproduce-table3: $(STAMP) ## Table 3: MPRD, MLCR, SSLR (+ UGA, extra) with Rank
 		$(call COMMON,table3) artefact=table3 hydra.sweep.dir=$(call RUNS,table3) 'hydra.sweep.subdir=$${row}-seed$${seed}'
 	$(call multirun,table3,sslr/table3,$${row}-seed$${seed},$(SSLR_TABLE3))
 
-.PHONY: help install test test-all synthetic smoke train report reproduce-table1 reproduce-sslr reproduce-uga reproduce-table3 reproduce-table2 reproduce-fig4 \
+.PHONY: help install lint test test-all synthetic smoke train report reproduce-table1 reproduce-sslr reproduce-uga reproduce-table3 reproduce-table2 reproduce-fig4 \
 	sweep-mu sweep-k sweep-delta sweep-meta-ids

@@ -1,4 +1,4 @@
-"""Benchmark of `mprd.evaluation.evaluate` at Market-1501 and MSMT17 scale on random features.
+"""Benchmark of `mprd.core.evaluation.evaluate` at Market-1501 and MSMT17 scale on random features.
 
 (a) `--scale market`: 3,368 queries x 15,913 gallery, d = 2048, pids/cameras in Market proportions
     (750 test ids, 6 cameras, 2,793 distractors with pid 0). Times `evaluate` end to end and the bare
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mprd.evaluation import default_chunk_size, evaluate
+from mprd.core.evaluation import default_chunk_size, evaluate
 
 
 @dataclass(frozen=True)

@@ -45,10 +45,10 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from mprd.models.gcn import PairGCN, predict_pairs
-    from mprd.neighbors import adaptive_knn, knn
-    from mprd.pseudo_labels.mplp import mplp_positive_sets
-    from mprd.pseudo_labels.positive_sets import PositiveSets
+    from mprd.core.neighbors import adaptive_knn, knn
+    from mprd.core.positive_sets import PositiveSets
+    from mprd.methods.mlcr.mplp import mplp_positive_sets
+    from mprd.methods.mprd.gcn import PairGCN, predict_pairs
 
     mem = memory_features(args.n, args.d, args.ids, 0).to(args.device)
     backend = "torch" if args.device != "cpu" else "auto"

@@ -1,8 +1,8 @@
-"""SSLR reliable sets (Eqs. 5-7 + top-k, `mprd.methods.sslr.reliable_sets`) as ratios to the bare global kNN.
+"""SSLR reliable sets (Eqs. 5-7 + top-k, `mprd.methods.sslr.similarity.reliable_sets`) as ratios to the bare global kNN.
 
 (a) `--scale market`: N = 12,936 images, C = 2048, p = 8 part features of 2048-d each, cameras 1..6, k = 4;
     random L2-normalised features. Times, in one process, the suite's kNN search on the global features
-    (`mprd.neighbors.knn`, k = 4, self excluded: the denominator) and the reliable sets with D = d (the kNN path),
+    (`mprd.core.neighbors.knn`, k = 4, self excluded: the denominator) and the reliable sets with D = d (the kNN path),
     D = d + CCE, and the full Eq. 7 with the part features stored in float32 and in float16, and prints how
     often the float16 sets equal the float32 ones, plus the peak RSS of the process.
 (b) `--scale msmt`: N = 32,621, 15 cameras. Times the kNN search and the full Eq. 7 with the part features in
@@ -22,8 +22,9 @@ from typing import Any
 
 import torch
 
-from mprd.methods.sslr import PART_DTYPES, default_block_rows, reliable_sets
-from mprd.neighbors import knn
+from mprd.core.neighbors import knn
+from mprd.methods.sslr.config import PART_DTYPES
+from mprd.methods.sslr.similarity import default_block_rows, reliable_sets
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import time
 import torch
 
 from bench_evaluation import SCALES, make_split, print_table
-from mprd.evaluation import evaluate
+from mprd.core.evaluation import evaluate
 from mprd.rerank import RerankParams
 
 

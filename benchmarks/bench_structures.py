@@ -12,8 +12,8 @@ import time
 
 import torch
 
-from mprd.models.gcn import PairGCN, predict_pairs
-from mprd.structures import iter_structure_chunks
+from mprd.methods.mprd.gcn import PairGCN, predict_pairs
+from mprd.methods.mprd.structures import iter_structure_chunks
 
 
 def random_neighbor_table(num: int, k_min: int, k_max: int, seed: int, device: torch.device) -> torch.Tensor:

@@ -65,11 +65,11 @@ def main(argv: list[str] | None = None) -> None:
         label, folder = spec.rsplit("=", 1)
         curves = read_curves(Path(folder))
         color = None
-        for ax, (title, keys) in zip(axes, PANELS):
+        for ax, (title, keys) in zip(axes, PANELS, strict=True):
             for key, style in keys:
                 points = sorted((x, y) for x, y in curves.get(key, {}).items() if not math.isnan(y))
                 if points:
-                    line = ax.plot(*zip(*points), style, marker="o", ms=3, color=color,
+                    line = ax.plot(*zip(*points, strict=True), style, marker="o", ms=3, color=color,
                                    label=label if style == "-" else None)[0]
                     color = line.get_color()
             ax.set_title(title, fontsize=9)

@@ -55,7 +55,9 @@ class Stopwatch(L.Callback):
         if self.first_epoch_start is None:
             self.first_epoch_start = self._t["epoch_start"]
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if batch_idx == 0:
             self._t["first_batch"] = self._now()
 
@@ -135,7 +137,11 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "precision": str(cfg.trainer.precision),
         "dataset": f"synthetic-{cfg.dataset.synthetic.preset}",
-        "train_images": record["dataset_statistics"].get("train_images") if isinstance(record.get("dataset_statistics"), dict) else None,
+        "train_images": (
+            record["dataset_statistics"].get("train_images")
+            if isinstance(record.get("dataset_statistics"), dict)
+            else None
+        ),
         "backbone": cfg.backbone.name,
         "input": f"{cfg.data.height}x{cfg.data.width}",
         "batch_size": int(cfg.data.batch_size),
@@ -156,15 +162,23 @@ def markdown(r: dict[str, Any]) -> str:
     last, p = r["epochs"][-1], r["projection"]
     peak = "n/a" if r["peak_gpu_memory_gib"] is None else f"{r['peak_gpu_memory_gib']:.1f} GiB"
     rows = [
-        ("device", r["device"]), ("precision", r["precision"]), ("data", f"{r['dataset']}, {r['input']}, batch {r['batch_size']}"),
+        ("device", r["device"]),
+        ("precision", r["precision"]),
+        ("data", f"{r['dataset']}, {r['input']}, batch {r['batch_size']}"),
         ("training images/s (last epoch, batches only)", f"{last['images_per_s']:.0f}"),
         ("refresh (time/refresh_s, last epoch)", f"{last['refresh_s']:.2f} s"),
-        ("  of which GCN pairs / train / infer", f"{last['gcn_pairs_s']:.2f} / {last['gcn_train_s']:.2f} / {last['gcn_infer_s']:.2f} s"),
+        (
+            "  of which GCN pairs / train / infer",
+            f"{last['gcn_pairs_s']:.2f} / {last['gcn_train_s']:.2f} / {last['gcn_infer_s']:.2f} s",
+        ),
         ("epoch-start work (refresh + clean memory re-set)", f"{last['epoch_start_work_s']:.2f} s"),
         ("evaluation (query + gallery)", f"{p['eval_s']:.2f} s"),
         ("peak GPU memory", peak),
         ("start-up (memory init pass)", f"{p['startup_s']:.1f} s"),
-        ("projected 40-epoch MPRD wall time", f"{p['projected_40_epochs_s'] / 60:.1f} min ({p['evaluations']:.0f} evaluations)"),
+        (
+            "projected 40-epoch MPRD wall time",
+            f"{p['projected_40_epochs_s'] / 60:.1f} min ({p['evaluations']:.0f} evaluations)",
+        ),
     ]
     return "| measure | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows) + "\n"
 

@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
+    from mprd.core.backbone import build_backbone
     from mprd.data.datamodule import ReIDDataModule
-    from mprd.models.backbone import build_backbone
 
     bb = build_backbone(args.backbone, pretrained="none" if args.checkpoint else "imagenet", freeze_bn=True)
     if args.checkpoint:
@@ -87,12 +87,16 @@ def main(argv: list[str] | None = None) -> None:
     if has_camstyle:
         rows["CamStyle only"] = written(module(True, PLAIN).train_dataloader())
         rows["augmented + CamStyle (a training write)"] = written(module(True, full).train_dataloader())
-    print(f"{args.dataset}: 8-NN precision of a memory written from each view ({args.checkpoint or 'ImageNet ' + args.backbone})")
-    print(f"| view | overall | same-camera | cross-camera | cross-camera share |")
-    print(f"|---|---|---|---|---|")
+    source = args.checkpoint or "ImageNet " + args.backbone
+    print(f"{args.dataset}: 8-NN precision of a memory written from each view ({source})")
+    print("| view | overall | same-camera | cross-camera | cross-camera share |")
+    print("|---|---|---|---|---|")
     for name, feats in rows.items():
         s = neighbour_precision(feats, pids, cams)
-        print(f"| {name} | {s['overall']:.3f} | {s['same-camera']:.3f} | {s['cross-camera']:.3f} | {s['cross-camera share']:.2f} |")
+        print(
+            f"| {name} | {s['overall']:.3f} | {s['same-camera']:.3f} | {s['cross-camera']:.3f} "
+            f"| {s['cross-camera share']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

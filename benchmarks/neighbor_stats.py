@@ -4,7 +4,8 @@ overall and split into same-camera vs cross-camera neighbours, for a backbone (i
     .venv/bin/python benchmarks/neighbor_stats.py --dataset synthetic --root data            # ImageNet Lite0
     .venv/bin/python benchmarks/neighbor_stats.py --dataset synthetic --root data \
         --checkpoint experiments/results/runs/table1-synthetic/super-seed0/checkpoints/last.ckpt
-    .venv/bin/python benchmarks/neighbor_stats.py --dataset cuhk03np --root /path/to/cuhk03-np-detected --height 128 --width 64
+    .venv/bin/python benchmarks/neighbor_stats.py --dataset cuhk03np --root /path/to/cuhk03-np-detected \
+        --height 128 --width 64
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
+    from mprd.core.backbone import build_backbone
     from mprd.data.datamodule import ReIDDataModule
-    from mprd.models.backbone import build_backbone
 
     bb = build_backbone(args.backbone, pretrained="none" if args.checkpoint else "imagenet").eval()
     if args.checkpoint:
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{args.dataset} ({args.checkpoint or 'ImageNet ' + args.backbone}): 8-NN precision "
           + ", ".join(f"{k} {v:.3f}" for k, v in stats.items()))
     if args.eval:
-        from mprd.evaluation import evaluate
+        from mprd.core.evaluation import evaluate
 
         q, g = dm.data.query, dm.data.gallery
         m = evaluate(extract("query"), extract("gallery"), [r.pid for r in q], [r.camid for r in q],

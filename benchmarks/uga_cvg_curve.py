@@ -54,18 +54,14 @@ def tracklet_centres_of(cfg: Any, checkpoint: Path | None, device: str) -> tuple
     """(centres (M, D), branch per tracklet, hidden pid per tracklet) of the clean tracklets under the network
     of `checkpoint` (None: the initial network, seeded by the config's seed)."""
     import lightning as L
-
-    from mprd.methods.uga import (
-        UGAConfig,
-        UGAEncoder,
-        embed_images,
-        tracklet_centres,
-        tracklet_pids,
-        tracklets_from_records,
-    )
-    from mprd.models.backbone import build_backbone
-    from mprd.train import build_datamodule
     from omegaconf import OmegaConf
+
+    from mprd.core.backbone import build_backbone
+    from mprd.methods.uga.config import UGAConfig
+    from mprd.methods.uga.inter_camera import tracklet_centres
+    from mprd.methods.uga.model import UGAEncoder, embed_images
+    from mprd.methods.uga.tracklets import tracklet_pids, tracklets_from_records
+    from mprd.train import build_datamodule
 
     L.seed_everything(int(cfg.seed), verbose=False)
     config = UGAConfig.from_method(OmegaConf.to_container(cfg.method, resolve=True))
@@ -159,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from mprd.methods.uga import cvg_curve
+    from mprd.methods.uga.cvg import cvg_curve
     from mprd.report import write_output
 
     centres, branch, pids = tracklet_centres_of(cfg, ckpt, args.device)

@@ -33,3 +33,25 @@ def _one_thread() -> None:
     # one intra-op thread: on a busy 2-core machine two threads spin against each other (measured 10-300x
     # slower small ops); tests check values, not speed
     torch.set_num_threads(1)
+
+
+CONF = str(REPO / "conf")
+TINY = ("dataset.synthetic.preset=tiny", "logger.wandb.enabled=false", "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false", "data.test_batch_size=64")
+
+
+def compose_cfg(tmp_root: Path, *overrides: str):
+    """`conf/train.yaml` composed as `python -m mprd.train` would, on the `tiny` synthetic set under `tmp_root`."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose(
+            config_name="train",
+            overrides=[f"paths.root_dir={tmp_root}", "paths.output_dir=unused", *TINY, *overrides],
+        )
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory) -> Path:
+    """One `paths.root_dir` for the whole session: the `tiny` set is generated once, on first use."""
+    return tmp_path_factory.mktemp("suite")

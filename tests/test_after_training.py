@@ -14,11 +14,11 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from mprd import eval as mprd_eval
+from mprd.core.backbone import build_backbone
+from mprd.core.evaluation import evaluate
 from mprd.data.records import ImageRecord
-from mprd.evaluation import evaluate
 from mprd.export import export
 from mprd.inference import features_of, load_model
-from mprd.models.backbone import build_backbone
 from mprd.train import run as train_run
 from mprd.visualize import BORDER, GAP, GREEN, GREY, RED, TITLE_H, ranked_list, render, visualize
 
@@ -33,15 +33,15 @@ def compose_eval(root: Path, *overrides: str, config: str = "eval"):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, Path, dict]:
+def trained(tmp_path_factory, data_root) -> tuple[Path, Path, dict]:
     """(data root, last.ckpt, the run's metrics record) of `knn` trained 1 epoch with the CPU preset."""
-    root = tmp_path_factory.mktemp("after")
+    root = data_root  # the session's tiny set
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose(config_name="train", overrides=[
             f"paths.root_dir={root}", "paths.output_dir=unused", "dataset.synthetic.preset=tiny",
             "logger.wandb.enabled=false", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
             "data.test_batch_size=64", "method=knn", "max_epochs=1", "eval_every=1"])
-    run_dir = root / "run"
+    run_dir = tmp_path_factory.mktemp("after") / "run"
     # the run's resolved config, where Hydra would write it (eval reads the architecture from it)
     (run_dir / ".hydra").mkdir(parents=True)
     from omegaconf import OmegaConf

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mprd.models import backbone as bb
-from mprd.models.backbone import (
+from mprd.core import backbone as bb
+from mprd.core.backbone import (
     build_backbone,
     lite0_imagenet_classifier,
     lite0_package_state_dict,
@@ -405,7 +405,7 @@ def test_frozen_body_bn_keeps_running_statistics_however_mode_is_set(how: str) -
     x = torch.randn(4, 3, 64, 32) * 3 + 1
     net(x).sum().backward()
     after = _body_bn_state(net)
-    assert all(torch.equal(a, b) for a, b in zip(before, after))
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
     assert all(not m.training for m in net._body_batchnorms())
     assert not torch.equal(head_before, net.bn.running_mean)  # head BN: batch statistics, running stats move
     assert net.body.conv1.weight.grad is not None and net._body_batchnorms()[0].weight.grad is not None
@@ -415,7 +415,7 @@ def test_unfrozen_body_bn_uses_batch_statistics() -> None:
     net = build_backbone("resnet18", "none", freeze_bn=False).train()
     before = _body_bn_state(net)
     net(torch.randn(4, 3, 64, 32))
-    assert not all(torch.equal(a, b) for a, b in zip(before, _body_bn_state(net)))
+    assert not all(torch.equal(a, b) for a, b in zip(before, _body_bn_state(net), strict=True))
 
 
 def test_calibrated_head_bn_maps_eval_mode_onto_train_mode_space() -> None:
@@ -432,7 +432,9 @@ def test_calibrated_head_bn_maps_eval_mode_onto_train_mode_space() -> None:
         net.calibrate_head_bn(pool5)
         calibrated = F.normalize(net.bn.eval()(pool5), dim=1)
     assert torch.allclose(calibrated, train_mode, atol=1e-4)
-    assert torch.allclose(net.bn.running_mean, pool5.mean(0)) and torch.allclose(net.bn.running_var, pool5.var(0, unbiased=False))
+    assert torch.allclose(net.bn.running_mean, pool5.mean(0)) and torch.allclose(
+        net.bn.running_var, pool5.var(0, unbiased=False)
+    )
     # the uncalibrated space: every pair of slots at a high cosine; the calibrated one is centred
     off = ~torch.eye(200, dtype=torch.bool)
     assert (uncalibrated @ uncalibrated.T)[off].mean() > 0.4

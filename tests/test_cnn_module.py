@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mprd.meta import MetaGroundTruth
-from mprd.models.backbone import build_backbone
-from mprd.models.cnn_module import CNNModule
-from mprd.pseudo_labels.mplp import MPLPGenerator, mplp_positive_sets
-from mprd.pseudo_labels.positive_sets import PositiveSets
+from mprd.core.backbone import build_backbone
+from mprd.core.cnn_module import CNNModule
+from mprd.core.positive_sets import PositiveSets
+from mprd.methods.mlcr.mplp import MPLPGenerator, mplp_positive_sets
+from mprd.methods.mprd.meta import MetaGroundTruth
 
 
 def _module(generator, per_batch: bool, start_epoch: int = 0) -> CNNModule:
@@ -63,7 +63,7 @@ def test_per_batch_positives_keep_the_meta_ground_truth_override() -> None:
 
 
 def test_excluded_anchors_carry_no_loss_and_are_never_positives_or_negatives() -> None:
-    from mprd.pseudo_labels.base import SingleGenerator
+    from mprd.methods.baselines import SingleGenerator
 
     mem, pids = _memory()
     excluded = pids < 2

@@ -99,7 +99,7 @@ def _colour_of(x: torch.Tensor) -> tuple[float, ...]:
 
 
 def _nearest_file(colour: tuple[float, ...], files: dict[str, tuple[int, int, int]]) -> str:
-    return min(files, key=lambda f: sum((a - b) ** 2 for a, b in zip(colour, files[f])))
+    return min(files, key=lambda f: sum((a - b) ** 2 for a, b in zip(colour, files[f], strict=True)))
 
 
 def _colour_map(data: ReIDData) -> dict[str, tuple[int, int, int]]:
@@ -245,7 +245,7 @@ def test_camstyle_draws_every_variant_and_only_own_copies(tmp_path, batched):
     seen: dict[int, Counter] = {i: Counter() for i in range(7)}
     for _ in range(60):
         for b in module.train_dataloader():
-            for img, i in zip(b["image"], b["index"].tolist()):
+            for img, i in zip(b["image"], b["index"].tolist(), strict=True):
                 seen[i][_nearest_file(_colour_of(img), colours)] += 1
     for i in range(7):
         allowed = [data.train[i].path] + data.camstyle.get(i, [])
@@ -428,50 +428,19 @@ def test_device_augment_ships_uint8_and_lightning_hook_augments(tmp_path):
         assert order == list(sampler)[:6]  # drop_last: 2 batches of 3
 
 
-# -- decoded-image disk cache --------------------------------------------------------------------------------
-def _images(tmp_path: Path, n: int = 4) -> list[str]:
-    return [_save(tmp_path / "img" / f"{k}.jpg", None, seed=k) for k in range(n)]
+def test_data_config_instantiates_the_module_and_refuses_unknown_keys(tmp_path):
+    """conf/data carries `_target_`: mprd.train instantiates it with the dataset, mean/std, camstyle and seed."""
+    from mprd.data.datamodule import instantiate_datamodule
+    from mprd.settings import SettingsError
+    from tests.conftest import compose_cfg
 
-
-def test_decode_cache_reuses_saved_copy_without_decoding(tmp_path, monkeypatch):
-    import mprd.data.datamodule as dm
-
-    paths, cache = _images(tmp_path), tmp_path / "cache"
-    first = dm.decode_images_cached(paths, (H, W), cache)
-    assert len(list(cache.glob("*.npy"))) == 1 and not list(cache.glob(".*"))  # no temporary file left
-    assert torch.equal(first, dm.decode_images(paths, (H, W)))
-
-    def fail(*args, **kwargs):
-        raise AssertionError("decoded although a cached copy exists")
-
-    monkeypatch.setattr(dm, "decode_images", fail)
-    assert torch.equal(dm.decode_images_cached(paths, (H, W), cache), first)
-
-
-def test_decode_cache_key_follows_files_and_size(tmp_path):
-    import mprd.data.datamodule as dm
-
-    paths, cache = _images(tmp_path), tmp_path / "cache"
-    dm.decode_images_cached(paths, (H, W), cache)
-    dm.decode_images_cached(paths, (H // 2, W // 2), cache)  # another size: another entry
-    assert len(list(cache.glob("*.npy"))) == 2
-    _save(Path(paths[1]), (200, 40, 40))  # a changed file must not be served from the old copy
-    fresh = dm.decode_images_cached(paths, (H, W), cache)
-    assert len(list(cache.glob("*.npy"))) == 3
-    assert torch.equal(fresh, dm.decode_images(paths, (H, W)))
-
-
-def test_decode_cache_recovers_from_corrupt_file_and_respects_size_limit(tmp_path):
-    import mprd.data.datamodule as dm
-
-    paths, cache = _images(tmp_path), tmp_path / "cache"
-    dm.decode_images_cached(paths, (H, W), cache)
-    (entry,) = cache.glob("*.npy")
-    entry.write_bytes(b"not an npy file")
-    again = dm.decode_images_cached(paths, (H, W), cache)
-    assert torch.equal(again, dm.decode_images(paths, (H, W)))
-    assert np.array_equal(np.load(entry), again.numpy())  # replaced by a good copy
-    other = tmp_path / "other"
-    dm.decode_images_cached(paths, (H, W), other, max_bytes=len(paths) * 3 * H * W - 1)
-    assert not other.exists()  # above max_bytes: nothing written
-    dm.decode_images_cached(paths, (H, W), None)  # None: no cache folder at all
+    cfg = compose_cfg(tmp_path, "seed=3")
+    module = instantiate_datamodule(cfg, IMAGENET_MEAN, IMAGENET_STD, camstyle=True)
+    assert isinstance(module, ReIDDataModule) and (module.name, module.seed, module.camstyle) == ("synthetic", 3, True)
+    assert (module.batch_size, module.height, module.synthetic["preset"]) == (
+        cfg.data.batch_size,
+        cfg.data.height,
+        "tiny",
+    )
+    with pytest.raises(SettingsError, match=r"data\.colour: unknown setting"):
+        instantiate_datamodule(compose_cfg(tmp_path, "+data.colour=red"), IMAGENET_MEAN, IMAGENET_STD, camstyle=False)

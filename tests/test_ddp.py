@@ -19,10 +19,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from mprd.data.datamodule import EpochShuffle, GlobalBatchShard, per_rank_batch
+from mprd.core.memory import FeatureMemory
+from mprd.core.reid_module import _ordered
+from mprd.data.samplers import EpochShuffle, GlobalBatchShard, per_rank_batch
 from mprd.ddp import replicated_buffer_names
-from mprd.memory import FeatureMemory
-from mprd.models.reid_eval import _ordered
 
 REPO = Path(__file__).resolve().parents[1]
 COMMON = ("dataset.synthetic.preset=tiny", "logger.wandb.enabled=false", "trainer.enable_progress_bar=false",
@@ -103,13 +103,15 @@ def test_uga_under_ddp_is_refused_with_what_to_use_instead():
         check_trainer(_trainer_cfg("memory", batch_size=30), world_size=4)
     cpu_sync = _trainer_cfg("memory")
     cpu_sync.trainer.sync_batchnorm = True
-    with pytest.raises(SettingsError, match=r"trainer.sync_batchnorm=true with trainer.accelerator=cpu: .* trainer=ddp_cpu"):
+    with pytest.raises(
+        SettingsError, match=r"trainer.sync_batchnorm=true with trainer.accelerator=cpu: .* trainer=ddp_cpu"
+    ):
         check_trainer(cpu_sync, world_size=2)
     check_trainer(cpu_sync, world_size=1)
 
 
 def test_uga_module_refuses_ddp_at_fit_start_too():
-    from mprd.methods.uga import UGAModule
+    from mprd.methods.uga.module import UGAModule
 
     fake = SimpleNamespace(world_size=2)
     with pytest.raises(ValueError, match="trainer.devices=1"):
@@ -117,11 +119,6 @@ def test_uga_module_refuses_ddp_at_fit_start_too():
 
 
 # ------------------------------------------------------------------------------------------ slow tests
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("ddp")
-
-
 def _train(out: Path, data_root: Path, *overrides: str) -> dict:
     args = [sys.executable, "-m", "mprd.train", f"paths.root_dir={data_root}", f"hydra.run.dir={out}", *COMMON,
             *overrides]
@@ -240,7 +237,7 @@ def test_only_the_first_process_of_a_ddp_run_owns_the_run_folder(monkeypatch, en
 
 # ------------------------------------------------------------------- one step, DDP against one process
 def _step_model(dtype: torch.dtype):
-    from mprd.models.backbone import ReIDBackbone
+    from mprd.core.backbone import ReIDBackbone
 
     torch.manual_seed(0)
     body = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
@@ -253,7 +250,7 @@ def _step_loss(net, x, index, memory, positives):
     batch, gathered under DDP), then the BD loss against the written memory."""
     import torch.nn.functional as F
 
-    from mprd.losses.binomial_deviance import binomial_deviance_loss
+    from mprd.methods.mprd.losses import binomial_deviance_loss
 
     feats = F.normalize(net(x), dim=1)
     all_index, all_feats = index, feats.detach()
@@ -270,8 +267,8 @@ def _step_loss(net, x, index, memory, positives):
 
 
 def _step_inputs(dtype: torch.dtype):
-    from mprd.memory import FeatureMemory
-    from mprd.pseudo_labels.positive_sets import PositiveSets
+    from mprd.core.memory import FeatureMemory
+    from mprd.core.positive_sets import PositiveSets
 
     g = torch.Generator().manual_seed(1)
     x = torch.randn(8, 3, 12, 6, generator=g).to(dtype)

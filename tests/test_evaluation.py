@@ -1,4 +1,4 @@
-"""Tests for mprd.evaluation: hand-computed cases, a brute-force reference, ties, chunking, errors."""
+"""Tests for mprd.core.evaluation: hand-computed cases, a brute-force reference, ties, chunking, errors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from mprd.evaluation import ReIDMetrics, _chunk_positive_ranks, default_chunk_size, evaluate
+from mprd.core.evaluation import ReIDMetrics, _chunk_positive_ranks, default_chunk_size, evaluate
 
 
 # --------------------------------------------------------------------------------------------------

@@ -9,11 +9,14 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from tests.test_train import compose_cfg
+from mprd.report.artefacts import get
+from tests.conftest import compose_cfg
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-EXPERIMENTS = sorted(str(p.relative_to(CONF / "experiment").with_suffix("")) for p in (CONF / "experiment").rglob("*.yaml"))
-TABLE1 = ["super", "knn", "ss", "mplp", "mprd_wo", "mprd_nocam", "mprd", "single"]
+EXPERIMENTS = sorted(
+    str(p.relative_to(CONF / "experiment").with_suffix("")) for p in (CONF / "experiment").rglob("*.yaml")
+)
+TABLE1 = get("table1").rows()
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -25,7 +28,9 @@ def test_every_experiment_composes(experiment, tmp_path):
         assert cfg.method.name == cfg.row
 
 
-@pytest.mark.parametrize(("preset", "iterations", "epochs"), [("cpu", 2, 6), ("cpu_real", 2, 4), ("cpu_long", 2, 18), ("paper", 20, 65)])
+@pytest.mark.parametrize(
+    ("preset", "iterations", "epochs"), [("cpu", 2, 6), ("cpu_real", 2, 4), ("cpu_long", 2, 18), ("paper", 20, 65)]
+)
 def test_reproduce_table3_rows(tmp_path, preset, iterations, epochs):
     """`make reproduce-table3` (dry run): MPRD, MLCR, SSLR (the paper's rows) and UGA (extra), all in table3;
     SSLR's stage 0 + iterations fill max_epochs (the CPU presets' length; SSLR's own 25 + 20 x 2 on the GPU
@@ -33,7 +38,7 @@ def test_reproduce_table3_rows(tmp_path, preset, iterations, epochs):
     import shlex
     import subprocess
 
-    from mprd.methods.sslr import Schedule
+    from mprd.methods.sslr.schedule import Schedule
     from mprd.supervision import describe, uses_besides_images
 
     stamp = tmp_path / "installed"
@@ -58,7 +63,7 @@ def test_reproduce_table3_rows(tmp_path, preset, iterations, epochs):
 
 def test_table1_rows_differ_only_in_what_the_paper_changes(tmp_path):
     cfgs = {row: compose_cfg(tmp_path, f"experiment=table1/{row}") for row in TABLE1}
-    for row, cfg in cfgs.items():  # every row: the same CNN, BD loss and optimiser (MPRD Table 1 caption)
+    for _, cfg in cfgs.items():  # every row: the same CNN, BD loss and optimiser (MPRD Table 1 caption)
         assert cfg.method.loss.name == "bd" and cfg.method.loss.delta == 5.0
         assert cfg.optim == cfgs["knn"].optim and cfg.backbone == cfgs["knn"].backbone
     assert cfgs["mprd_nocam"].method.camstyle is False and cfgs["mprd"].method.get("camstyle", True)
@@ -188,12 +193,14 @@ def _make_dry_run(target: str) -> list[str]:
 def test_sslr_sweep_targets_compose_and_feed_their_report(target, tmp_path):
     """Every value of each `make sweep-sslr-*` multirun composes, records {key: value} in `sweep`, and the
     report artefact of the same name reads that key (SSLR Fig. 4(b)-(f)); the grid holds the paper's value."""
-    from mprd.report import SWEEP_ARTEFACTS, TITLES, _sweep_value, load_paper
+    from mprd.report.aggregation import _sweep_value
+    from mprd.report.artefacts import SWEEP_ARTEFACTS, TITLES
+    from mprd.report.load import load_paper
 
     key, config_key, chosen = SSLR_SWEEPS[target]
     argv = _make_dry_run(target)
     assert "--multirun" in argv and f"artefact={target}" in argv and "experiment=sslr/sweep" in argv
-    (grid,) = [a.split("=", 1)[1].split(",") for a in argv if a.startswith(f"{config_key}=")]
+    grid = list(get(target).values(config_key))  # the Makefile's default grid (tests/test_artefacts.py)
     (paper_value,) = [v for v in grid if float(v) == chosen]
     assert len(grid) >= 5
     fixed = [a for a in argv if a != "--multirun" and not a.startswith(("hydra.", f"{config_key}="))]
@@ -207,15 +214,22 @@ def test_sslr_sweep_targets_compose_and_feed_their_report(target, tmp_path):
         assert _sweep_value(run, target, spec["aliases"])[:2] == (True, cfg.sweep[key])
 
 
-@pytest.mark.parametrize(("preset", "k_max", "clip", "warmup", "init"),
-                         [("cpu", 8, 5.0, 1, "forward"), ("cpu_real", 8, 5.0, 1, "forward"), ("cpu_long", 8, 5.0, 2, "forward"),
-                          ("paper", 32, None, 5, "zeros"), ("paper_mlcr", 32, None, 5, "zeros")])
+@pytest.mark.parametrize(
+    ("preset", "k_max", "clip", "warmup", "init"),
+    [
+        ("cpu", 8, 5.0, 1, "forward"),
+        ("cpu_real", 8, 5.0, 1, "forward"),
+        ("cpu_long", 8, 5.0, 2, "forward"),
+        ("paper", 32, None, 5, "zeros"),
+        ("paper_mlcr", 32, None, 5, "zeros"),
+    ],
+)
 def test_one_recipe_caps_every_threshold_rule_and_clips_only_on_cpu(tmp_path, preset, k_max, clip, warmup, init):
     """recipe.k_max reaches MPRD's k_i, SS's P_i, MPLP*'s and MLCR's k_i alike (docs/dynamics.md causes 5-6, "Table 2");
     MLCR's single-label warm-up follows the preset's schedule (5 of 60 epochs on the paper presets) and its memory
     starts from zeros (the release) only there, from the initial CNN on cpu ("Table 2"); the CPU presets
     clip the gradient norm (cause 7), the paper presets do not."""
-    from mprd.pseudo_labels.base import build_generator
+    from mprd.methods.baselines import build_generator
 
     caps = {}
     for row in ("mprd", "ss", "mplp", "knn", "single"):
@@ -245,5 +259,6 @@ def test_cpu_long_is_cpu_with_a_longer_schedule(tmp_path):
     for cfg in (short, long):
         for key in ("max_epochs", "optim", "sslr_schedule", "preset_name", "trainer", "paths", "hydra"):
             cfg.pop(key, None)
-        assert cfg["recipe"]["mlcr"].pop("warmup_epochs") == (1 if cfg is short else 2)  # MLCR's warm-up is schedule too
+        # MLCR's warm-up is schedule too
+        assert cfg["recipe"]["mlcr"].pop("warmup_epochs") == (1 if cfg is short else 2)
     assert short == long

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mprd.losses.gcn_bce import eta_from_counts, mixed_gcn_loss, pair_bce
-from mprd.models.gcn import PairGCN, normalized_adjacency, predict_pairs
-from mprd.structures import PairStructures, build_pair_structures
+from mprd.methods.mprd.gcn import PairGCN, normalized_adjacency, predict_pairs
+from mprd.methods.mprd.losses import eta_from_counts, mixed_gcn_loss, pair_bce
+from mprd.methods.mprd.structures import PairStructures, build_pair_structures
 
 
 def random_table(num: int, width: int, g: torch.Generator) -> torch.Tensor:

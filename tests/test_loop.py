@@ -3,23 +3,31 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 
-import mprd.loop as loop
-from mprd.meta import draw_meta_identities, meta_mask
-from mprd.models.gcn_module import GCNModule
-from mprd.neighbors import adaptive_knn
-from mprd.pseudo_labels.positive_sets import PositiveSets
+import mprd.methods.mprd.algorithm as loop
+import mprd.methods.mprd.pairs as pairsets
+from mprd.core.neighbors import adaptive_knn
+from mprd.core.positive_sets import PositiveSets
+from mprd.methods.mprd.algorithm import generator_settings
+from mprd.methods.mprd.gcn import GCNLearner
+from mprd.methods.mprd.meta import draw_meta_identities, meta_mask
+from tests.conftest import compose_cfg
 
-BASE_CFG = {
-    "neighbors": {"threshold": 0.6, "min_k": 4, "k_max": 8},
-    "structures": {"topology": "pair", "target_edge": "always", "max_label": 4},
-    "mu": 0.5,
-    "gcn": {"batch_anchors": 8, "steps_per_epoch": None, "infer_batch": 64},
-    "meta": {"num_ids": 3, "seed": 0, "exclude_from_cnn": False, "zx_negatives": True},
-    "unlabeled": {"enabled": True, "first_epoch_negatives": 1},
-    "eta": {"mode": "ratio", "value": 1.0},
-    "neg_ratio": 0.05,
-}
+# the real conf/method/mprd.yaml and conf/gcn/paper.yaml, scaled down to 60 images
+SMALL = ("method=mprd", "method.neighbors.min_k=4", "method.neighbors.k_max=8", "method.structures.max_label=4",
+         "method.meta.num_ids=3", "method.meta.seed=0", "method.loss.neg_ratio=0.05", "gcn.batch_anchors=8",
+         "gcn.infer_batch=64")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _base_cfg(tmp_path_factory) -> None:
+    global BASE_CFG
+    cfg = compose_cfg(tmp_path_factory.mktemp("cfg"), *SMALL)
+    BASE_CFG = generator_settings(cfg.method, OmegaConf.to_container(cfg.gcn, resolve=True))
+
+
+BASE_CFG: dict = {}
 
 
 def clustered(n_ids: int = 12, per: int = 5, d: int = 16, seed: int = 0):
@@ -44,7 +52,7 @@ def test_draw_meta_identities_is_seeded_and_skips_singletons():
 def test_perturbation_pairs():
     gen = torch.Generator().manual_seed(0)
     anchors = torch.tensor([0, 3, 5])
-    p = loop.perturbation_pairs(anchors, torch.tensor([10, 11, 12]), num_slots=6, num_neg=2, gen=gen)
+    p = pairsets.perturbation_pairs(anchors, torch.tensor([10, 11, 12]), num_slots=6, num_neg=2, gen=gen)
     pos = p.label == 1
     assert p.left[pos].tolist() == [0, 3, 5] and p.right[pos].tolist() == [10, 11, 12]
     neg = ~pos
@@ -57,7 +65,7 @@ def test_positive_set_pairs_follow_the_mutual_knn_rule():
     _, nbr, _ = adaptive_knn(mem, 0.6, 4, 8)
     positives = PositiveSets.from_labels(pids)  # |P_i| = 5
     anchors = torch.arange(0, 60, 3)
-    p = loop.positive_set_pairs(anchors, positives, nbr, torch.Generator().manual_seed(1))
+    p = pairsets.positive_set_pairs(anchors, positives, nbr, torch.Generator().manual_seed(1))
     assert (p.label == 1).all()
     for a in anchors.tolist():
         rows = p.anchor == a
@@ -75,7 +83,7 @@ def test_positive_set_pairs_follow_the_mutual_knn_rule():
 def test_hard_negative_table_matches_brute_force():
     mem, pids = clustered()
     positives = PositiveSets.from_labels(pids)
-    table, counts = loop.hard_negative_table(mem, positives, ratio=0.05, chunk=7)
+    table, counts = pairsets.hard_negative_table(mem, positives, ratio=0.05, chunk=7)
     sims = mem @ mem.T
     for i in range(mem.shape[0]):
         members = set(positives.row(i).tolist())
@@ -88,7 +96,9 @@ def test_hard_negative_table_matches_brute_force():
 def test_hard_negative_pairs_draw_from_the_table():
     table = torch.tensor([[5, 6, 7], [8, 9, -1]])
     counts = torch.tensor([3, 2])
-    p = loop.hard_negative_pairs(torch.tensor([0, 1]), torch.tensor([4, 2]), table, counts, torch.Generator().manual_seed(0))
+    p = pairsets.hard_negative_pairs(
+        torch.tensor([0, 1]), torch.tensor([4, 2]), table, counts, torch.Generator().manual_seed(0)
+    )
     assert (p.label == 0).all() and p.anchor.tolist() == [0, 0, 0, 0, 1, 1]
     assert set(p.right[:4].tolist()) <= {5, 6, 7} and set(p.right[4:].tolist()) <= {8, 9}
 
@@ -97,7 +107,7 @@ def test_meta_pairs():
     pids = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 3, 3])
     z = torch.tensor([0, 1, 2, 3, 4])  # meta identities 0 and 1
     pool = torch.tensor([5, 6, 7, 8, 9])
-    p = loop.meta_pairs(z, pids, pool, zx_negatives=True, gen=torch.Generator().manual_seed(0))
+    p = pairsets.meta_pairs(z, pids, pool, zx_negatives=True, gen=torch.Generator().manual_seed(0))
     assert p.is_meta.all()
     pos, neg = p.label == 1, p.label == 0
     assert pos.sum() == 5 and (pids[p.left[pos]] == pids[p.right[pos]]).all() and (p.left[pos] != p.right[pos]).all()
@@ -110,7 +120,7 @@ def test_meta_pairs():
 def make_generator(cfg=None, d=16, n_ids=12, per=5):
     mem, pids = clustered(n_ids, per, d)
     cfg = {**BASE_CFG, **(cfg or {})}
-    gcn = GCNModule(feat_dim=d, num_labels=cfg["structures"]["max_label"] + 1, hidden=(8, 8), agg_channels=8,
+    gcn = GCNLearner(feat_dim=d, num_labels=cfg["structures"]["max_label"] + 1, hidden=(8, 8), agg_channels=8,
                     mlp_hidden=8, optimizer="adam", lr=1e-2)
     return loop.MPRDGenerator(gcn, pids, cfg, seed=0), mem, pids
 
@@ -118,7 +128,7 @@ def make_generator(cfg=None, d=16, n_ids=12, per=5):
 def test_schedule_has_half_meta_half_unlabeled_anchors_and_covers_every_unlabeled_pair():
     gen, mem, pids = make_generator()
     g = torch.Generator().manual_seed(0)
-    pairs = loop.perturbation_pairs(torch.arange(60), 60 + torch.arange(60), 60, 1, g)
+    pairs = pairsets.perturbation_pairs(torch.arange(60), 60 + torch.arange(60), 60, 1, g)
     steps = gen._schedule(pairs, 120, 15, g)
     assert len(steps) == 60 // 4  # one pass over the 60 unlabeled anchors, n'/2 = 4 per step
     seen = torch.cat([rows for rows, _ in steps])
@@ -137,7 +147,7 @@ def test_step_pairs_draw_fresh_meta_pairs_and_one_zx_negative_per_unlabeled_anch
     meta_images, pool = torch.nonzero(is_meta).flatten(), torch.nonzero(~is_meta).flatten()
     g = torch.Generator().manual_seed(0)
     anchors = pool[:4]
-    unl = loop.perturbation_pairs(anchors, 60 + torch.arange(4), 60, 1, g)
+    unl = pairsets.perturbation_pairs(anchors, 60 + torch.arange(4), 60, 1, g)
     draws = [gen._step_pairs(unl, torch.arange(4), meta_images, pool, g) for _ in range(20)]
     for p in draws:
         m = p.is_meta
@@ -177,7 +187,9 @@ def test_eq7_filter_keeps_neighbours_above_mu(monkeypatch):
     gen, mem, _ = make_generator()
     _, nbr, _ = adaptive_knn(mem, 0.6, 4, 8)
     # a fake GCN output: g_ij = 0.9 when i + j is even, 0.1 otherwise
-    monkeypatch.setattr(loop, "predict_pairs", lambda net, n, left, right, table, **kw: ((left + right) % 2 == 0).float() * 0.8 + 0.1)
+    monkeypatch.setattr(
+        loop, "predict_pairs", lambda net, n, left, right, table, **kw: ((left + right) % 2 == 0).float() * 0.8 + 0.1
+    )
     positives, stats = gen._filter(mem, nbr.cpu())
     for i in range(mem.shape[0]):
         expected = {i} | {j for j in nbr[i].tolist() if j >= 0 and (i + j) % 2 == 0}
@@ -204,30 +216,34 @@ def test_refresh_trains_the_gcn_and_is_reproducible(monkeypatch):
         out0 = gen.refresh(mem, epoch=0, module=Module)
         Module.positives = out0
         out1 = gen.refresh(mem, epoch=1, module=Module)
-        assert any(not torch.equal(a, b) for a, b in zip(before, gen.gcn.parameters()))
+        assert any(not torch.equal(a, b) for a, b in zip(before, gen.gcn.parameters(), strict=True))
         assert gen.last_stats["gcn/steps"] > 0 and gen.last_stats["gcn/structures"] > 0
         results.append((out1, [p.detach().clone() for p in gen.gcn.parameters()]))
     (p_a, w_a), (p_b, w_b) = results
     assert torch.equal(p_a.indices, p_b.indices) and torch.equal(p_a.offsets, p_b.offsets)
-    assert all(torch.equal(a, b) for a, b in zip(w_a, w_b))
+    assert all(torch.equal(a, b) for a, b in zip(w_a, w_b, strict=True))
 
 
 def test_mprd_wo_has_no_unlabeled_pairs_and_0id_no_meta(monkeypatch):
     monkeypatch.setattr(loop, "perturbed_features", lambda module, idx: F.normalize(torch.ones(len(idx), 16), dim=1))
     wo, mem, pids = make_generator({"unlabeled": {"enabled": False, "first_epoch_negatives": 1}})
-    pairs, *_ = wo._training_pairs(mem, *adaptive_knn(mem, 0.6, 4, 8)[1:], PositiveSets.singletons(60), 0, None, torch.Generator())
+    pairs, *_ = wo._training_pairs(
+        mem, *adaptive_knn(mem, 0.6, 4, 8)[1:], PositiveSets.singletons(60), 0, None, torch.Generator()
+    )
     assert len(pairs) == 0  # L^u = 0; the meta pairs are drawn per GCN step
     stats = wo._train(pairs, mem, adaptive_knn(mem, 0.6, 4, 8)[1].cpu(), torch.Generator().manual_seed(0))
     assert stats["steps"] == 60 // 4 and stats["pairs"] > 0 and stats["meta_distinct"] > 0
     zero, mem, pids = make_generator({"meta": {**BASE_CFG["meta"], "num_ids": 0}})
     assert zero.meta_ids == []
-    pairs, *_ = zero._training_pairs(mem, *adaptive_knn(mem, 0.6, 4, 8)[1:], PositiveSets.singletons(60), 0, None, torch.Generator())
+    pairs, *_ = zero._training_pairs(
+        mem, *adaptive_knn(mem, 0.6, 4, 8)[1:], PositiveSets.singletons(60), 0, None, torch.Generator()
+    )
     assert len(pairs) > 0 and not pairs.is_meta.any()
 
 
 def test_meta_ground_truth_overrides_only_meta_rows():
-    from mprd.meta import MetaGroundTruth
-    from mprd.pseudo_labels.base import SingleGenerator
+    from mprd.methods.baselines import SingleGenerator
+    from mprd.methods.mprd.meta import MetaGroundTruth
 
     pids = torch.tensor([4, 4, 4, 7, 7, 9, 9, 9])
     wrapped = MetaGroundTruth(SingleGenerator(), pids, num_ids=1, seed=3)

@@ -3,8 +3,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from mprd.losses.binomial_deviance import binomial_deviance_loss, num_hard_negatives
-from mprd.pseudo_labels.positive_sets import PositiveSets
+from mprd.core.positive_sets import PositiveSets
+from mprd.methods.mprd.losses import binomial_deviance_loss, num_hard_negatives
 
 
 def softplus(x: float) -> float:

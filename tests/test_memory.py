@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mprd.memory import FeatureMemory, gamma_schedule
+from mprd.core.memory import FeatureMemory, gamma_schedule
 
 
 def test_gamma_schedule_matches_paper_endpoints():

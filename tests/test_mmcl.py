@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mprd.losses.mmcl import hard_negative_counts, mmcl_loss, mmcl_terms
-from mprd.pseudo_labels.positive_sets import PositiveSets
+from mprd.core.positive_sets import PositiveSets
+from mprd.methods.mlcr.mmcl import hard_negative_counts, mmcl_loss, mmcl_terms
 
 
 def reference_mmcl(features, memory, batch_index, positives, delta, r):

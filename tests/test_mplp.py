@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from mprd.pseudo_labels.mplp import MPLPGenerator, mplp_positive_sets
-from mprd.pseudo_labels.positive_sets import PositiveSets
+from mprd.core.positive_sets import PositiveSets
+from mprd.methods.mlcr.mplp import MPLPGenerator, mplp_positive_sets
 
 
 # ------------------------------------------------------------------------------------------- reference
@@ -177,8 +177,8 @@ def test_release_contains_paper_when_uncapped() -> None:
     mem = random_memory(300, 16, 1, clusters=12)
     paper = as_sets(mplp_positive_sets(mem, variant="paper", backend="torch"))
     release = as_sets(mplp_positive_sets(mem, variant="release", backend="torch"))
-    assert all(p <= r for p, r in zip(paper, release))
-    assert any(p < r for p, r in zip(paper, release))
+    assert all(p <= r for p, r in zip(paper, release, strict=True))
+    assert any(p < r for p, r in zip(paper, release, strict=True))
 
 
 @pytest.mark.parametrize(("variant", "cap"), [("paper", None), ("release", None), ("paper", 20), ("release", 20)])

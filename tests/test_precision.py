@@ -11,11 +11,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mprd.losses.binomial_deviance import binomial_deviance_loss, hard_negative_mask, memory_scores, num_hard_negatives
-from mprd.losses.mmcl import mmcl_terms
-from mprd.memory import FeatureMemory
-from mprd.models.backbone import ReIDBackbone
-from mprd.pseudo_labels.positive_sets import PositiveSets
+from mprd.core.backbone import ReIDBackbone
+from mprd.core.memory import FeatureMemory
+from mprd.core.positive_sets import PositiveSets
+from mprd.methods.mlcr.mmcl import mmcl_terms
+from mprd.methods.mprd.losses import binomial_deviance_loss, hard_negative_mask, memory_scores, num_hard_negatives
 
 BF16 = dict(device_type="cpu", dtype=torch.bfloat16)
 
@@ -79,7 +79,9 @@ def test_mmcl_terms_under_bf16_autocast_equal_fp32():
 
 def _tiny_backbone() -> ReIDBackbone:
     torch.manual_seed(0)
-    body = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(16, 64, 3, stride=2))
+    body = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(16, 64, 3, stride=2)
+    )
     return ReIDBackbone(body, 64, name="tiny", mean=(0.5,) * 3, std=(0.5,) * 3)
 
 

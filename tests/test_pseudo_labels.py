@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mprd.neighbors import adaptive_k, adaptive_knn, knn
-from mprd.pseudo_labels.base import build_generator
-from mprd.pseudo_labels.positive_sets import PositiveSets
+from mprd.core.neighbors import adaptive_k, adaptive_knn, knn
+from mprd.core.positive_sets import PositiveSets
+from mprd.methods.baselines import build_generator
 
 
 def rows(p: PositiveSets) -> list[list[int]]:

@@ -569,7 +569,8 @@ def test_honest_note_states_the_epochs_of_the_cpu_preset_it_used(preset):
     (cpu_long must not be mistaken for cpu)."""
     import yaml
 
-    epochs = yaml.safe_load((Path(__file__).parents[1] / "conf" / "preset" / f"{preset}.yaml").read_text())["max_epochs"]
+    preset_file = Path(__file__).parents[1] / "conf" / "preset" / f"{preset}.yaml"
+    epochs = yaml.safe_load(preset_file.read_text())["max_epochs"]
     df = pd.DataFrame()
     df.attrs.update(dataset="synthetic", dataset_names={}, reference_dataset="market1501", presets=[preset])
     note = report.honest_note(df)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mprd.evaluation import evaluate
+from mprd.core.evaluation import evaluate
 from mprd.rerank import RerankParams, RerankScorer, rerank_distance
 
 

@@ -5,30 +5,21 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mprd.methods.sslr import (
-    Schedule,
-    ScheduleConfig,
-    SSLRModule,
-    config_from_method,
-    dissimilarity_rows,
-    instance_logits,
-    lr_factor_fn,
-    part_features,
-    reliable_sets,
-    softened_cross_entropy,
-    softened_target,
-)
-from mprd.models.backbone import ReIDBackbone
+from mprd.core.backbone import ReIDBackbone
+from mprd.methods.sslr.baseline import instance_logits
+from mprd.methods.sslr.config import ScheduleConfig, config_from_method
+from mprd.methods.sslr.module import SSLRModule
+from mprd.methods.sslr.schedule import Schedule, lr_factor_fn
+from mprd.methods.sslr.similarity import dissimilarity_rows, part_features, reliable_sets
+from mprd.methods.sslr.softened import softened_cross_entropy, softened_target
 from mprd.train import run
-
-from tests.test_train import compose_cfg  # noqa: E402
+from tests.conftest import compose_cfg  # noqa: E402
 
 # ----------------------------------------------------------------------------------------- Eqs. 1-4
 
@@ -163,7 +154,7 @@ def test_float16_part_storage_equals_brute_force_on_the_stored_values(lambda_p, 
 
 def test_part_norms_of_float16_storage_need_no_full_upcast():
     """The squared part norms of float16 storage equal those of the upcast values (computed stripe by stripe)."""
-    from mprd.methods.sslr import _squared_norms
+    from mprd.methods.sslr.similarity import _squared_norms
 
     g, parts, _ = random_features(n=9, c=5, p=3, seed=4)
     half = parts.half()
@@ -276,11 +267,6 @@ def test_checkpoint_round_trip_of_table_and_iteration_state():
 # ------------------------------------------------------------------------------------------ end to end
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("sslr-suite")
-
-
 def test_tiny_run_logs_every_iteration(data_root, tmp_path):
     """Stage 0 (1 epoch) + 2 iterations of 1 epoch; Lightning never validates (eval_every > max_epochs), so
     every metrics entry comes from the per-iteration evaluation."""
@@ -328,7 +314,7 @@ def test_resume_mid_iteration_matches_an_uninterrupted_run(data_root, tmp_path):
 def test_float16_part_storage_in_a_tiny_run_gives_the_float32_reliable_sets(data_root, tmp_path, monkeypatch):
     """`method.similarity.part_dtype=float16` (the MSMT17-scale memory setting) reaches the training path: after
     the same stage 0, iteration 1's reliable sets match those of float32 storage (rounding may flip near-ties)."""
-    import mprd.methods.sslr as sslr_module
+    import mprd.methods.sslr.module as sslr_module
 
     stored = []
 

@@ -7,8 +7,8 @@ from collections import deque
 import pytest
 import torch
 
-from mprd.neighbors import adaptive_knn
-from mprd.structures import (
+from mprd.core.neighbors import adaptive_knn
+from mprd.methods.mprd.structures import (
     PairStructures,
     build_pair_structures,
     drnl_from_distances,
@@ -84,7 +84,7 @@ def assert_matches_reference(table, left, right, topology, target_edge, max_labe
     assert s.adj.shape == (len(left), s.num_nodes, s.num_nodes)
     assert torch.equal(s.adj, s.adj.transpose(1, 2))
     assert float(s.adj.diagonal(dim1=1, dim2=2).abs().sum()) == 0.0
-    for p, (i, j) in enumerate(zip(left.tolist(), right.tolist())):
+    for p, (i, j) in enumerate(zip(left.tolist(), right.tolist(), strict=True)):
         nodes, edges, labels = reference_structure(table, i, j, topology, target_edge, max_label)
         ids, n_real, got_edges, got_labels = unpack(s, p)
         # order: i, j, then the rest ascending; padding is -1 with mask False, no edges, label 0

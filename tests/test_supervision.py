@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mprd.supervision import CAMSTYLE, CAMSTYLE_AUTO, camstyle_setting, describe, uses_besides_images
-from tests.test_train import compose_cfg
+from tests.conftest import compose_cfg
 
 CAMS = "camera IDs (per-camera classifiers)"
 

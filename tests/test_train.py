@@ -3,37 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from mprd.train import run
-
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
-
-
-def compose_cfg(tmp_root: Path, *overrides: str):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose(
-            config_name="train",
-            overrides=[
-                f"paths.root_dir={tmp_root}",
-                "paths.output_dir=unused",
-                "dataset.synthetic.preset=tiny",
-                "logger.wandb.enabled=false",
-                "trainer.enable_progress_bar=false",
-                "trainer.enable_model_summary=false",
-                "data.test_batch_size=64",
-                *overrides,
-            ],
-        )
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("suite")
+from tests.conftest import compose_cfg
 
 
 def test_knn_run_writes_metrics(data_root, tmp_path):
@@ -64,7 +39,10 @@ def test_untrained_evaluation_diagnostics_and_clean_memory_refresh(data_root, tm
     diag = {int(d["epoch"]): d for d in saved["diagnostics"]}
     assert sorted(diag) == [0, 1, 2]
     assert diag[0]["memory/knn8_prec"] == pytest.approx(diag[0]["clean/knn8_prec"], abs=1e-9)
-    assert all(0 <= d["clean/dead_units"] <= 1280 and d["clean/dead_units"] == int(d["clean/dead_units"]) for d in diag.values())
+    assert all(
+        0 <= d["clean/dead_units"] <= 1280 and d["clean/dead_units"] == int(d["clean/dead_units"])
+        for d in diag.values()
+    )
     rows = list(csv.DictReader(open(tmp_path / "run" / "csv" / "metrics.csv")))
     label_prec = {int(r["epoch"]): float(r["labels/pair_precision"]) for r in rows if r.get("labels/pair_precision")}
     assert label_prec[1] == pytest.approx(diag[1]["clean/knn8_prec"], abs=1e-6)
@@ -156,7 +134,9 @@ def test_camstyle_auto_finds_the_folder_below_a_root_above_the_official_folder(t
     official = tmp_path / "Market-1501-v15.09.15"
     for split in ("bounding_box_train", "query", "bounding_box_test"):
         (official / split).mkdir(parents=True)
-    cfg = OmegaConf.create({"method": {}, "data": {"camstyle": "auto"}, "dataset": {"name": "market1501", "root": str(tmp_path)}})
+    cfg = OmegaConf.create(
+        {"method": {}, "data": {"camstyle": "auto"}, "dataset": {"name": "market1501", "root": str(tmp_path)}}
+    )
     assert resolve_camstyle(cfg) is False
     (official / "bounding_box_train_camstyle").mkdir()
     assert resolve_camstyle(cfg) is True

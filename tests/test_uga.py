@@ -13,30 +13,23 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.test_train import compose_cfg
-from mprd.data.datamodule import CameraBalancedSampler
 from mprd.data.records import DatasetError, ImageRecord
-from mprd.methods.uga import (
+from mprd.data.samplers import CameraBalancedSampler
+from mprd.methods.uga.config import NoiseConfig, UGAConfig
+from mprd.methods.uga.cvg import (
     CrossViewGraph,
-    NoiseConfig,
-    UGAConfig,
-    UGAEncoder,
-    UGAModule,
-    branch_columns,
     build_cvg,
-    class_logits,
     cvg_curve,
     cvg_statistics,
     edge_precision_recall,
-    inter_camera_loss,
-    intra_camera_loss,
-    milestone_epochs,
-    tracklet_centres,
-    tracklet_pids,
-    tracklets_from_records,
     undirected_edges,
 )
-
+from mprd.methods.uga.inter_camera import inter_camera_loss, tracklet_centres
+from mprd.methods.uga.intra_camera import branch_columns, class_logits, intra_camera_loss
+from mprd.methods.uga.model import UGAEncoder
+from mprd.methods.uga.module import UGAModule, milestone_epochs
+from mprd.methods.uga.tracklets import tracklet_pids, tracklets_from_records
+from tests.conftest import compose_cfg
 
 
 def records(pairs: list[tuple[int, int]]) -> list[ImageRecord]:
@@ -145,7 +138,7 @@ def test_mislabeling_exact_counts_and_merges_inside_a_camera():
         assert sum(len(m) - 1 for m in groups) == moved  # exactly `moved` tracklets lost their own label
     # the majority pid of a merged label is the pid with most images (diagnostic only)
     pids = tracklet_pids(recs, tracklet)
-    for t, m in members.items():
+    for t, _ in members.items():
         sizes = Counter(r.pid for r, tt in zip(recs, tracklet.tolist(), strict=True) if tt == t)
         assert pids[t] == min(p for p, n in sizes.items() if n == max(sizes.values()))
     # combined: merge (6 -> 4, 5 -> 3), then split round(0.5 * M_t) of the merged tracklets (all >= 2 images)
@@ -434,7 +427,7 @@ def test_inter_camera_gradient_pulls_the_neighbour_centre_to_the_image():
 
 # ------------------------------------------------------------------------------------ model and state
 def make_module(max_epochs: int = 4, **method) -> UGAModule:
-    from mprd.models.backbone import build_backbone
+    from mprd.core.backbone import build_backbone
 
     backbone = build_backbone("resnet18", pretrained="none")
     recs = records([(p, c) for p in range(5) for c in range(3) if (p + c) % 4])
@@ -493,11 +486,6 @@ def test_config_validation_and_stage_lengths():
 
 
 # -------------------------------------------------------------------------------------- end to end
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("uga")
-
-
 UGA_TINY = ("max_epochs=2", "eval_every=1", "data.batch_size=12", "data.test_batch_size=128")
 
 
@@ -580,8 +568,9 @@ def test_issue_rows_and_the_table5_pair(tmp_path):
     pair = rows["noself_lambda070"], rows["lambda070"]
     assert [c.method.cvg.threshold for c in pair] == [0.7, 0.7] and pair[0].row == "uga_noself_lambda0.7"
     assert rows["table3"].artefact == "table3" and "intra-camera-labels" in rows["table3"].tags
-    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
-    assert "UGA_ROWS ?= intra,noself,uga\n" in makefile
+    from mprd.report.artefacts import get  # `make reproduce-uga` runs these rows (tests/test_artefacts.py)
+
+    assert get("baselines").rows("uga") == ["intra", "noself", "uga"]
 
 
 def _write_metrics(folder: Path, row: str, artefact: str, sweep: dict, rank1: float, mAP: float) -> None:
@@ -625,13 +614,13 @@ def test_lambda_sweep_report_files(tmp_path):
 def test_build_module_applies_the_noise_options(tmp_path):
     from types import SimpleNamespace
 
-    from mprd.methods.uga import build_module
-    from mprd.models.backbone import build_backbone
+    from mprd.core.backbone import build_backbone
+    from mprd.core.config import build_method
 
     recs = noise_records()
     dm = SimpleNamespace(data=SimpleNamespace(train=recs), camera_balanced_dataloader=lambda: None)
     cfg = compose_cfg(tmp_path, "experiment=uga/intra", "method.noise.mislabeling=0.4", "method.model.embed_dim=8")
-    module = build_module(cfg, dm, build_backbone("resnet18", pretrained="none"))
+    module = build_method(cfg, dm, build_backbone("resnet18", pretrained="none"))
     assert module.num_tracklets == 4 + 3 + 1 + 1
     expected = tracklets_from_records(recs, seed=int(cfg.seed), noise=NoiseConfig(mislabeling=0.4))[0]
     assert torch.equal(module.tracklet_of_image, expected)

@@ -20,7 +20,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from mprd.memory import FeatureMemory
+from mprd.core.memory import FeatureMemory
 
 
 def replicated_buffer_names(module: nn.Module) -> set[str]:
@@ -87,7 +87,9 @@ class DDPProbe(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.batches = []
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         self.batches.append([int(i) for i in batch["index"].tolist()])
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -109,7 +111,7 @@ class DDPProbe(L.Callback):
         if isinstance(reliable, Tensor):
             record["reliable"] = reliable.detach().cpu().clone()
         generator = getattr(pl_module, "generator", None)
-        if generator is not None and hasattr(generator, "state_dict"):
+        if generator is not None and generator.state_dict():
             record["generator"] = generator.state_dict()
         torch.save(record, self.folder / f"rank{trainer.global_rank}-epoch{trainer.current_epoch}.pt")
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 
 def neighbour_precision(feats: Tensor, pids: Tensor, cams: Tensor, k: int = 8) -> dict[str, float]:
     """Fraction of same-identity neighbours among the k nearest (self excluded), overall and split by camera."""
-    from mprd.neighbors import knn
+    from mprd.core.neighbors import knn
 
     _, idx = knn(feats, feats, k, exclude_self=True)
     idx = idx.cpu()

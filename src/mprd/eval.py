@@ -2,7 +2,7 @@
 
 Loads a run's `last.ckpt` or an exported backbone `.pth` (`mprd.inference`), extracts query and gallery
 features with the test options (`test.feature`, `test.flip`, `test.metric`), evaluates (Rank-1/5/10, mAP,
-mINP; `mprd.evaluation`) and, with `rerank=true`, also after k-reciprocal re-ranking (`mprd.rerank`).
+mINP; `mprd.core.evaluation`) and, with `rerank=true`, also after k-reciprocal re-ranking (`mprd.rerank`).
 Writes `metrics.json` into its own run folder (`logs/eval/runs/eval-<dataset>/<timestamp>/`) and prints
 the numbers. The training run's folder is never written to.
 """
@@ -19,7 +19,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from mprd.evaluation import ReIDMetrics, evaluate
+from mprd.core.evaluation import ReIDMetrics, evaluate
 from mprd.inference import LoadedModel, extract_loader, load_model, pick_device
 from mprd.rerank import RerankParams
 

@@ -25,8 +25,8 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from mprd.core.backbone import ReIDBackbone
 from mprd.inference import EXPORT_FORMAT, LoadedModel, export_meta_path, load_model
-from mprd.models.backbone import ReIDBackbone
 
 log = logging.getLogger("mprd.export")
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from mprd.models.backbone import ReIDBackbone, build_backbone
+from mprd.core.backbone import ReIDBackbone, build_backbone
 
 log = logging.getLogger("mprd.inference")
 

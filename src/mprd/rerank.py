@@ -16,7 +16,7 @@ The textbook implementation (person-re-ranking's `re_ranking.py`, as torchreid s
 The original distance follows torchreid: d = the metric's distance (cosine: 1 - cos; euclidean: squared
 Euclidean), squared, then divided by its row maximum over all q + g items. Defaults k1 = 20, k2 = 6,
 lambda = 0.3 (the paper's). `rerank_distance` returns the dense q x g result for small sets (tests);
-`RerankScorer` yields it chunk by chunk as scores (higher = closer) for `mprd.evaluation.evaluate`.
+`RerankScorer` yields it chunk by chunk as scores (higher = closer) for `mprd.core.evaluation.evaluate`.
 Equal distances rank by item index (a stable sort; the textbook's default quicksort leaves that open).
 Peak memory: the features plus O(N (k1 + k1^2/2 k2)) sparse entries plus one chunk of queries x gallery.
 """
@@ -55,7 +55,7 @@ class RerankParams:
 
 
 def _distance(scores: Tensor, sq_norms_rows: Tensor | None) -> Tensor:
-    """Metric distance from prepared scores (see `mprd.evaluation.pairwise_scores`), clamped at 0.
+    """Metric distance from prepared scores (see `mprd.core.evaluation.pairwise_scores`), clamped at 0.
 
     cosine: 1 - cos. euclidean: scores are x.y - |y|^2/2, so |x - y|^2 = |x|^2 - 2 * score.
     """
@@ -84,7 +84,7 @@ class _Features:
 
     def block(self, rows: slice, cols: slice | None = None) -> Tensor:
         """Distances d(rows, cols) (cols: all items when None)."""
-        from mprd.evaluation import pairwise_scores
+        from mprd.core.evaluation import pairwise_scores
 
         c = self.x if cols is None else self.x[cols]
         h = None if self.half is None else (self.half if cols is None else self.half[cols])
@@ -110,7 +110,7 @@ def _neighbours(feats: _Features, k: int) -> tuple[Tensor, Tensor]:
     Works on the scores (higher = closer): the distance is a decreasing function of them, so the top-k
     scores are the k nearest items and the lowest score gives the row's largest distance.
     """
-    from mprd.evaluation import pairwise_scores
+    from mprd.core.evaluation import pairwise_scores
 
     n = len(feats)
     k = min(k, n)

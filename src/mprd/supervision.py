@@ -75,10 +75,9 @@ def uses_besides_images(cfg: Any, camstyle: bool | None = None) -> list[str]:
     uses: list[str] = []
     if name == "super":
         uses.append("identity labels (all)")
-    if family == "memory" and name.startswith("mprd"):
-        num_ids = int(_get(cfg, "method.meta.num_ids", 0))
-        if num_ids > 0:
-            uses.append(_meta_ids(num_ids))
+    num_ids = int(_get(cfg, "method.meta.num_ids", 0))  # MPRD's labeled meta identities (only its rows have meta)
+    if num_ids > 0:
+        uses.append(_meta_ids(num_ids))
     meta_gt = _get(cfg, "method.meta_ground_truth")
     if meta_gt and int(meta_gt.get("num_ids", 0)) > 0:
         uses.append(_meta_ids(int(meta_gt["num_ids"])))

@@ -22,6 +22,8 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from mprd.core.config import build_method
+from mprd.runconfig import resolved_config
 from mprd.runfolder import (
     LAST,
     PREVIOUS,
@@ -37,7 +39,6 @@ from mprd.runfolder import (
     scalar_metrics,
     write_text_atomically,
 )
-from mprd.runconfig import resolved_config
 from mprd.settings import SettingsError, validate_settings
 from mprd.supervision import uses_besides_images
 
@@ -51,30 +52,9 @@ warnings.filterwarnings("ignore", message=r".*when logging on epoch level in dis
 
 
 def build_datamodule(cfg: DictConfig, mean: tuple[float, ...], std: tuple[float, ...]) -> L.LightningDataModule:
-    from mprd.data.datamodule import ReIDDataModule
+    from mprd.data.datamodule import instantiate_datamodule
 
-    d, ds = cfg.data, cfg.dataset
-    return ReIDDataModule(
-        name=ds.name,
-        root=str(ds.root),
-        options=OmegaConf.to_container(ds.options, resolve=True) if ds.get("options") else None,
-        synthetic=OmegaConf.to_container(ds.synthetic, resolve=True) if ds.get("synthetic") else None,
-        height=d.height,
-        width=d.width,
-        mean=tuple(mean),
-        std=tuple(std),
-        batch_size=d.batch_size,
-        test_batch_size=d.test_batch_size,
-        num_workers=d.num_workers,
-        camstyle=resolve_camstyle(cfg),
-        augment=OmegaConf.to_container(d.augment, resolve=True),
-        perturb=OmegaConf.to_container(d.perturb, resolve=True),
-        in_memory=d.in_memory,
-        batched_augment=d.get("batched_augment", False),
-        device_augment=d.get("device_augment", False),
-        decode_cache_dir=d.get("decode_cache_dir"),
-        seed=cfg.seed,
-    )
+    return instantiate_datamodule(cfg, mean, std, camstyle=resolve_camstyle(cfg))
 
 
 def resolve_camstyle(cfg: DictConfig) -> bool:
@@ -91,7 +71,8 @@ def resolve_camstyle(cfg: DictConfig) -> bool:
         return True  # the generator always renders CamStyle copies
     from mprd.data.datasets import CAMSTYLE_DIR, resolve_root
 
-    return (resolve_root(cfg.dataset.name, str(cfg.dataset.root)) / CAMSTYLE_DIR).is_dir()  # root may hold the official folder
+    # the root may hold the official folder
+    return (resolve_root(cfg.dataset.name, str(cfg.dataset.root)) / CAMSTYLE_DIR).is_dir()
 
 
 def build_loggers(cfg: DictConfig, output_dir: Path) -> list[Any]:
@@ -144,61 +125,6 @@ def finish_wandb(trainer: L.Trainer, record: dict[str, Any]) -> None:
                 experiment.summary[f"final/{key}"] = value
             experiment.summary["uses"] = " + ".join(record.get("uses") or [])
             experiment.finish()
-
-
-def build_method(cfg: DictConfig, datamodule: Any, backbone: torch.nn.Module) -> L.LightningModule:
-    """The module for `method.family`: `memory` (the CNN of MPRD / MLCR with a pseudo-label generator; MPRD
-    adds its GCN phase there) or a seed method's own module, `mprd.methods.<family>.build_module`."""
-    family = cfg.method.get("family", "memory")
-    if family != "memory":
-        import importlib
-
-        try:
-            builder = importlib.import_module(f"mprd.methods.{family}").build_module
-        except ModuleNotFoundError as err:
-            raise ValueError(f"method.family={family!r}: no module mprd.methods.{family}") from err
-        return builder(cfg, datamodule, backbone)
-    from mprd.models.cnn_module import CNNModule
-    from mprd.pseudo_labels.base import build_generator
-
-    train_labels = torch.tensor([r.pid for r in datamodule.data.train])
-    gen_cfg = cfg.method.get("generator")
-    generator_kwargs = OmegaConf.to_container(gen_cfg, resolve=True) if gen_cfg is not None else {}
-    name = cfg.method.name
-    excluded = None
-    if name.startswith("mprd"):
-        from mprd.loop import build_mprd_generator
-
-        generator = build_mprd_generator(cfg, datamodule, backbone)
-        if cfg.method.meta.get("exclude_from_cnn", False):  # X = the training set without the meta images
-            from mprd.meta import meta_mask
-
-            excluded = meta_mask(train_labels, generator.meta_ids)
-    else:
-        generator = build_generator(
-            cfg.method.get("generator_name", name), train_labels=train_labels if name == "super" else None, **generator_kwargs
-        )
-    meta_gt = cfg.method.get("meta_ground_truth")
-    if meta_gt:  # MLCR(+5id): ground-truth multi-labels for the meta images (same ids as MPRD's for a seed)
-        from mprd.meta import MetaGroundTruth
-
-        generator = MetaGroundTruth(generator, train_labels, int(meta_gt.num_ids), int(meta_gt.seed))
-    return CNNModule(
-        backbone,
-        num_train=len(datamodule.data.train),
-        generator=generator,
-        max_epochs=cfg.max_epochs,
-        loss=OmegaConf.to_container(cfg.method.loss, resolve=True),
-        optim=OmegaConf.to_container(cfg.optim, resolve=True),
-        labels=OmegaConf.to_container(cfg.method.labels, resolve=True),
-        memory=OmegaConf.to_container(cfg.method.memory, resolve=True),
-        diagnostic_labels=train_labels,  # pseudo-label precision/recall and kNN diagnostics only
-        diagnostic_cams=torch.tensor([r.camid for r in datamodule.data.train]),
-        diagnostics_every=int(cfg.get("diagnostics_every", 1)),
-        excluded_slots=excluded,
-        eval_metric=cfg.eval_metric,
-        seed=int(cfg.seed),
-    )
 
 
 class SigkillAt(L.Callback):
@@ -271,8 +197,12 @@ def check_trainer(cfg: DictConfig, world_size: int) -> None:
     """Refuse, before any process is launched, what the trainer cannot run as asked: a multi-process run of a
     method without a DDP path, a global batch that does not split over the processes, bf16 on a GPU without it."""
     precision = str(cfg.trainer.get("precision", "32-true"))
-    if precision.startswith("bf16") and torch.cuda.is_available() and str(cfg.trainer.get("accelerator")) in ("gpu", "cuda", "auto") \
-            and not torch.cuda.is_bf16_supported(including_emulation=False):
+    if (
+        precision.startswith("bf16")
+        and torch.cuda.is_available()
+        and str(cfg.trainer.get("accelerator")) in ("gpu", "cuda", "auto")
+        and not torch.cuda.is_bf16_supported(including_emulation=False)
+    ):
         raise SettingsError(
             f"trainer.precision={precision}: {torch.cuda.get_device_name()} has no native bf16; use "
             "trainer.precision=16-mixed (fp16 autocast with loss scaling) or 32-true"
@@ -420,7 +350,7 @@ def warn_on_suspicious_images(data: Any) -> list[str]:
 
 
 def _run(cfg: DictConfig, output_dir: Path, extra_callbacks: list[Any], main: bool = True) -> dict[str, Any]:
-    from mprd.models.backbone import build_backbone
+    from mprd.core.backbone import build_backbone
 
     output_dir.mkdir(parents=True, exist_ok=True)
     metrics_file = output_dir / "metrics.json"
@@ -447,7 +377,7 @@ def _run(cfg: DictConfig, output_dir: Path, extra_callbacks: list[Any], main: bo
     if cfg.data.get("audit_images", True):
         warn_on_suspicious_images(datamodule.data)
 
-    model = build_method(cfg, datamodule, backbone)
+    model = build_method(cfg, datamodule, backbone)  # hydra.utils.instantiate on method._target_
     # last.ckpt after every training epoch (atomically; previous.ckpt keeps the one before), so a kill loses <= 1 epoch
     checkpoint = EpochCheckpoint(output_dir / "checkpoints")
     callbacks: list[Any] = [checkpoint, *extra_callbacks]
@@ -471,7 +401,14 @@ def _run(cfg: DictConfig, output_dir: Path, extra_callbacks: list[Any], main: bo
     trainer: L.Trainer = hydra.utils.instantiate(
         trainer_cfg, logger=build_loggers(cfg, output_dir), callbacks=callbacks, default_root_dir=str(output_dir)
     )
-    log.info("training %s (artefact %s, row %s, seed %s) -> %s", cfg.method.name, cfg.get("artefact"), cfg.get("row"), cfg.seed, output_dir)
+    log.info(
+        "training %s (artefact %s, row %s, seed %s) -> %s",
+        cfg.method.name,
+        cfg.get("artefact"),
+        cfg.get("row"),
+        cfg.seed,
+        output_dir,
+    )
     t0 = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
     if stop_after and trainer.current_epoch < cfg.max_epochs:

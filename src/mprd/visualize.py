@@ -20,9 +20,9 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image, ImageDraw, ImageFont
 
+from mprd.core.evaluation import JUNK_PID, _prepare_features, pairwise_scores
 from mprd.data.datasets import load_image
 from mprd.data.records import ImageRecord
-from mprd.evaluation import JUNK_PID, _prepare_features, pairwise_scores
 
 log = logging.getLogger("mprd.visualize")
 

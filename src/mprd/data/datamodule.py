@@ -17,23 +17,26 @@ to the accelerator (Lightning's `on_after_batch_transfer`). Measured in ``benchm
 
 from __future__ import annotations
 
-import hashlib
+import inspect
 import logging
 import math
-import os
-import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, default_collate
-from torchvision.transforms.v2 import functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler
 
+from mprd.data.decode import Pixels, decode_images_cached
+from mprd.data.items import KeepUint8, SplitImages, TrainDraws, passthrough_collate
 from mprd.data.records import DatasetError, ReIDData
+from mprd.data.samplers import (
+    CameraBalancedSampler,
+    EpochShuffle,
+    GlobalBatchShard,
+    distributed_context,
+    per_rank_batch,
+)
 from mprd.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -48,358 +51,8 @@ from mprd.data.transforms import (
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "query", "gallery")
-Batch = dict[str, torch.Tensor]
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Decoding
-# ----------------------------------------------------------------------------------------------------------
-def decode_image(path: str, size: tuple[int, int] | None = None) -> torch.Tensor:
-    """uint8 (3, H, W) tensor of one image file, resized to `size` = (height, width) when given."""
-    from mprd.data.datasets import load_image  # lazy: the parsers module is optional at import time
-
-    image = F.pil_to_tensor(load_image(path))
-    if size is not None and tuple(image.shape[-2:]) != tuple(size):
-        image = F.resize(image, list(size), antialias=True)  # the same op as the transforms' Resize
-    return image
-
-
-def decode_images(paths: Sequence[str], size: tuple[int, int], *, threads: int = 0, what: str = "images"
-                  ) -> torch.Tensor:
-    """Decode `paths` into one uint8 (N, 3, height, width) tensor, logging progress.
-
-    PIL and torch release the GIL while decoding/resizing, so a thread pool (`threads` > 1; 0 = one per
-    CPU core, at most 8) speeds this up without worker processes.
-    """
-    n = len(paths)
-    # a normal tensor even when the first decode happens inside trainer.validate() (inference mode): the
-    # worker threads that fill it are not in inference mode
-    with torch.inference_mode(False):
-        out = torch.empty((n, 3, *size), dtype=torch.uint8)
-    threads = threads or min(8, os.cpu_count() or 1)
-    start, step, done = time.perf_counter(), max(1, n // 10), 0
-
-    def one(k: int) -> int:
-        out[k] = decode_image(paths[k], size)
-        return k
-
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        for done, _ in enumerate(pool.map(one, range(n)), start=1):
-            if done % step == 0 or done == n:
-                log.debug("decoding %s: %d/%d (%.1f s)", what, done, n, time.perf_counter() - start)
-    log.info("cached %d %s at %dx%d: %.1f MB in %.1f s", n, what, size[0], size[1], out.numel() / 2**20,
-             time.perf_counter() - start)
-    return out
-
-
-def decoded_cache_key(paths: Sequence[str], size: tuple[int, int]) -> str:
-    """Hash of the target size and every file's path, byte size and mtime: a changed file changes the key."""
-    h = hashlib.sha1(f"decoded-v1 {size[0]}x{size[1]} {len(paths)}\n".encode())
-    for path in paths:
-        st = os.stat(path)
-        h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:20]
-
-
-def decode_images_cached(paths: Sequence[str], size: tuple[int, int], cache_dir: str | os.PathLike | None, *,
-                         threads: int = 0, what: str = "images", max_bytes: int = 1 << 30) -> torch.Tensor:
-    """`decode_images` with an on-disk copy of the result in `cache_dir` (None: no disk cache).
-
-    Every run of a multirun (and every joblib/SLURM worker) decodes the same JPEGs; the decoded uint8
-    tensor is saved once as `<key>.npy` (written to a temporary name, then renamed) and loaded by later
-    runs. Tensors above `max_bytes` are not saved. An unreadable cache file is decoded again and replaced.
-    """
-    nbytes = len(paths) * 3 * size[0] * size[1]
-    if cache_dir is None or nbytes > max_bytes or not paths:
-        return decode_images(paths, size, threads=threads, what=what)
-    folder = Path(cache_dir)
-    target = folder / f"{decoded_cache_key(paths, size)}.npy"
-    if target.is_file():
-        start = time.perf_counter()
-        try:
-            array = np.load(target, allow_pickle=False)
-            if array.shape == (len(paths), 3, *size) and array.dtype == np.uint8:
-                log.info("loaded %d decoded %s at %dx%d from %s in %.1f s", len(paths), what, size[0], size[1],
-                         target, time.perf_counter() - start)
-                return torch.from_numpy(array)
-            log.warning("decoded-image cache %s holds shape %s, expected %s: decoding again", target,
-                        array.shape, (len(paths), 3, *size))
-        except (OSError, ValueError) as err:
-            log.warning("decoded-image cache %s is unreadable (%s): decoding again", target, err)
-    out = decode_images(paths, size, threads=threads, what=what)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{target.name}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as f:
-            np.save(f, out.numpy(), allow_pickle=False)
-        os.replace(tmp, target)
-    except OSError as err:  # a read-only data folder must not stop training
-        log.warning("could not write the decoded-image cache %s: %s", target, err)
-    return out
-
-
-class Pixels:
-    """uint8 images addressed by row: a decoded cache tensor, or the files decoded on demand."""
-
-    def __init__(self, paths: Sequence[str], size: tuple[int, int], cache: torch.Tensor | None = None):
-        if cache is not None and cache.shape[0] != len(paths):
-            raise ValueError(f"cache holds {cache.shape[0]} images for {len(paths)} paths")
-        self.paths, self.size, self.cache = list(paths), size, cache
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def one(self, row: int) -> torch.Tensor:
-        """(3, H, W) uint8; from disk at the stored size (the transform resizes)."""
-        return self.cache[row] if self.cache is not None else decode_image(self.paths[row])
-
-    def many(self, rows: torch.Tensor) -> torch.Tensor:
-        """(B, 3, height, width) uint8 at the target size."""
-        if self.cache is not None:
-            return self.cache[rows]
-        return torch.stack([decode_image(self.paths[r], self.size) for r in rows.tolist()])
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Datasets (each returns whole batches through __getitems__, so a batched transform can run once per batch)
-# ----------------------------------------------------------------------------------------------------------
-class KeepUint8:
-    """Batch "transform" of `device_augment`: the uint8 batch (already at the target size) as it is."""
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return images
-
-
-def passthrough_collate(batch: Batch) -> Batch:
-    """The datasets below collate themselves (``__getitems__``); the DataLoader must not re-collate."""
-    return batch
-
-
-class TrainDraws(Dataset):
-    """Training draws: slot i → a uniform pick among {real image, its CamStyle copies}, augmented.
-
-    `pixels` rows 0..N-1 are the real images; the CamStyle copies of slot i are rows
-    N + offsets[i] .. N + offsets[i + 1] - 1.
-    """
-
-    def __init__(self, pixels: Pixels, num_real: int, offsets: torch.Tensor, camids: torch.Tensor,
-                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None):
-        if (transform is None) == (batch_transform is None):
-            raise ValueError("give exactly one of transform (per image) and batch_transform")
-        self.pixels, self.num_real, self.offsets, self.camids = pixels, num_real, offsets, camids
-        self.transform, self.batch_transform = transform, batch_transform
-
-    def __len__(self) -> int:
-        return self.num_real
-
-    def draw_rows(self, index: torch.Tensor) -> torch.Tensor:
-        """Pixel row of one uniform draw among {real, copies} per slot in `index`."""
-        start, count = self.offsets[index], self.offsets[index + 1] - self.offsets[index]
-        pick = (torch.rand(index.shape[0]) * (count + 1)).long().clamp_(max=count)  # 0 = real
-        return torch.where(pick == 0, index, self.num_real + start + pick - 1)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        rows = self.draw_rows(torch.tensor([i]))
-        if self.transform is not None:
-            image = self.transform(self.pixels.one(int(rows[0])))
-        else:  # batched mode asked for one item: a batch of one
-            assert self.batch_transform is not None
-            image = self.batch_transform(self.pixels.many(rows))[0]
-        return {"image": image, "index": i, "camid": int(self.camids[i])}
-
-    def __getitems__(self, indices: Sequence[int]) -> Batch:
-        if self.batch_transform is None:
-            return default_collate([self[i] for i in indices])
-        index = torch.as_tensor(indices, dtype=torch.long)
-        images = self.batch_transform(self.pixels.many(self.draw_rows(index)))
-        return {"image": images, "index": index, "camid": self.camids[index]}
-
-
-class SplitImages(Dataset):
-    """Fixed order images of one split → ``{"image", "index"}``; `rows[k]` is the record index of item k."""
-
-    def __init__(self, pixels: Pixels, rows: Sequence[int], transform: Callable[[torch.Tensor], torch.Tensor],
-                 batched: bool):
-        self.pixels, self.rows = pixels, torch.as_tensor(list(rows), dtype=torch.long)
-        self.transform, self.batched = transform, batched
-
-    def __len__(self) -> int:
-        return int(self.rows.shape[0])
-
-    def __getitem__(self, k: int) -> dict[str, Any]:
-        row = int(self.rows[k])
-        return {"image": self.transform(self.pixels.one(row)), "index": row}
-
-    def __getitems__(self, ks: Sequence[int]) -> Batch:
-        if not self.batched:
-            return default_collate([self[k] for k in ks])
-        rows = self.rows[torch.as_tensor(ks, dtype=torch.long)]
-        return {"image": self.transform(self.pixels.many(rows)), "index": rows}
-
-
-class EpochShuffle(Sampler[int]):
-    """Uniform random permutation per epoch that depends only on (seed, epoch).
-
-    Lightning calls `set_epoch` before each epoch; a loop that does not gets the next epoch automatically
-    (each `__iter__` advances the epoch), so consecutive passes always differ.
-    """
-
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self.epoch = n, int(seed), 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self):
-        state = np.random.SeedSequence([self.seed, self.epoch]).generate_state(1, dtype=np.uint64)[0]
-        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(int(state))).tolist()
-        self.epoch += 1
-        return iter(order)
-
-
-class CameraBalancedSampler(Sampler[int]):
-    """Camera-balanced batches (UGA §4.2 "equably sampling"), flattened for a DataLoader of the same batch size.
-
-    Every batch takes ``batch_size // T`` images from each of the T cameras; the ``batch_size % T`` extra ones
-    rotate over the cameras from batch to batch, continuing across epochs (UGA spec §8.1: 7-8 per camera for 60
-    images and 8 cameras). Within a camera, images come from an endless stream of seeded random permutations
-    of that camera's images, so each image is reached once per cycle of its camera. An epoch has
-    ``len(camids) // batch_size`` batches and depends only on (seed, epoch); `set_epoch` as `EpochShuffle`.
-    """
-
-    def __init__(self, camids: Sequence[int] | torch.Tensor, batch_size: int, seed: int):
-        camids = torch.as_tensor(camids, dtype=torch.long).reshape(-1)
-        self.cameras, inverse = torch.unique(camids, sorted=True, return_inverse=True)
-        self.members = [torch.nonzero(inverse == t).flatten() for t in range(len(self.cameras))]
-        n, cams = int(camids.numel()), len(self.cameras)
-        if batch_size < max(cams, 1):
-            raise ValueError(f"camera-balanced sampling: batch_size={batch_size} is smaller than the number of "
-                             f"training cameras ({cams}); expected batch_size >= {cams}")
-        if n // batch_size == 0:
-            raise ValueError(f"camera-balanced sampling: {n} training images < batch_size {batch_size} "
-                             "(no batch would be produced)")
-        self.batch_size, self.seed, self.epoch = int(batch_size), int(seed), 0
-        self.num_batches = n // self.batch_size
-        self.base, self.extra = divmod(self.batch_size, cams)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return self.num_batches * self.batch_size
-
-    def quotas(self, epoch: int) -> torch.Tensor:
-        """(num_batches, T) images per camera in each batch of `epoch`; every row sums to batch_size."""
-        cams = len(self.cameras)
-        first = epoch * self.num_batches  # global index of the epoch's first batch
-        slots = (first + torch.arange(self.num_batches))[:, None] * self.extra + torch.arange(self.extra)[None]
-        extra = torch.zeros(self.num_batches, cams, dtype=torch.long)
-        extra.scatter_add_(1, slots % cams, torch.ones_like(slots))
-        return self.base + extra
-
-    def _stream(self, t: int, start: int, count: int) -> torch.Tensor:
-        """Positions [start, start + count) of camera t's stream of per-cycle random permutations."""
-        members = self.members[t]
-        size = int(members.numel())
-        cycles = range(start // size, (start + count - 1) // size + 1) if count else range(0)
-        perms = []
-        for cycle in cycles:
-            state = np.random.SeedSequence([self.seed, t, cycle]).generate_state(1, dtype=np.uint64)[0]
-            perms.append(torch.randperm(size, generator=torch.Generator().manual_seed(int(state))))
-        stream = torch.cat(perms) if perms else torch.zeros(0, dtype=torch.long)
-        offset = start - (start // size) * size
-        return members[stream[offset:offset + count]]
-
-    def batches(self, epoch: int) -> list[list[int]]:
-        """The batches (lists of record indices, grouped by camera) of `epoch`."""
-        cams = len(self.cameras)
-        quotas = self.quotas(epoch)
-        first = epoch * self.num_batches
-        slots_before = first * self.extra  # extra images handed out before this epoch, in camera order
-        chunks = []
-        for t in range(cams):
-            start = first * self.base + slots_before // cams + int(t < slots_before % cams)
-            drawn = self._stream(t, start, int(quotas[:, t].sum()))
-            chunks.append(torch.split(drawn, quotas[:, t].tolist()))
-        return [torch.cat([chunks[t][b] for t in range(cams)]).tolist() for b in range(self.num_batches)]
-
-    def __iter__(self):
-        order = [i for batch in self.batches(self.epoch) for i in batch]
-        self.epoch += 1
-        return iter(order)
-
-
-class GlobalBatchShard(DistributedSampler):
-    """One rank's share of every global batch of `base` (DDP): rank r of W gets items [r·b, (r+1)·b) of each
-    global batch of W·b items, in `base`'s order; the incomplete last global batch is dropped.
-
-    So W ranks with per-rank batch b see, batch for batch, exactly the images that one process with batch
-    W·b sees (the per-rank sets are disjoint and their union is that process's epoch), and an epoch still
-    depends only on (seed, epoch). A `DistributedSampler` subclass, so Lightning uses it as it is instead of
-    wrapping the base sampler in its own (which would pad, re-split and lose the per-epoch order).
-    """
-
-    def __init__(self, base: Sampler[int], per_rank: int, rank: int, world_size: int):
-        if world_size < 1 or not 0 <= rank < world_size or per_rank < 1:
-            raise ValueError(f"GlobalBatchShard: need world_size >= 1, 0 <= rank < world_size and per_rank >= 1; "
-                             f"got rank={rank}, world_size={world_size}, per_rank={per_rank}")
-        # DistributedSampler's own state is unused; the explicit rank/world size keep it from asking torch.distributed
-        super().__init__(range(len(base)), num_replicas=world_size, rank=rank, shuffle=False)  # type: ignore[arg-type]
-        self.base, self.per_rank = base, int(per_rank)
-        self.global_batch = self.per_rank * world_size
-
-    def set_epoch(self, epoch: int) -> None:
-        super().set_epoch(epoch)
-        if hasattr(self.base, "set_epoch"):
-            self.base.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return (len(self.base) // self.global_batch) * self.per_rank
-
-    def __iter__(self):
-        order = list(self.base)
-        decorrelate_rank_streams(self.rank)
-        start = self.rank * self.per_rank
-        mine = [order[b + start:b + start + self.per_rank]
-                for b in range(0, len(order) - self.global_batch + 1, self.global_batch)]
-        return iter([i for chunk in mine for i in chunk])
-
-
-def decorrelate_rank_streams(rank: int) -> None:
-    """Move rank r onto its own global torch random stream, derived from the stream every rank shares.
-
-    Every rank reseeds alike at each epoch start (so a resumed run draws what an uninterrupted one draws);
-    without this, rank r's k-th image of each batch would get the same random augmentation as rank 0's k-th.
-    Called when a rank's training epoch starts iterating (deterministic in (seed, epoch, rank)).
-    """
-    shared = int(torch.randint(0, 2**62, (1,)))
-    torch.manual_seed(shared + 1_000_003 * rank)
-
-
-def distributed_context(trainer: Any) -> tuple[int, int]:
-    """(global rank, world size) of the Lightning trainer, else of torch.distributed, else (0, 1)."""
-    if trainer is not None and getattr(trainer, "world_size", 1) > 1:
-        return int(trainer.global_rank), int(trainer.world_size)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def per_rank_batch(batch_size: int, world_size: int, setting: str = "data.batch_size") -> int:
-    """`batch_size` is the global batch (what one process uses); each of `world_size` ranks takes an equal share."""
-    if batch_size % world_size:
-        raise ValueError(f"{setting}={batch_size} is the global batch and must split evenly over the {world_size} "
-                         f"DDP processes (trainer.devices x trainer.num_nodes); use a multiple of {world_size}")
-    return batch_size // world_size
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Data module
-# ----------------------------------------------------------------------------------------------------------
 def _plain(value: Any) -> Any:
     """Hydra passes DictConfig/ListConfig; turn them into dicts/lists."""
     try:
@@ -409,6 +62,18 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (DictConfig, ListConfig)):
         return OmegaConf.to_container(value, resolve=True)
     return value
+
+
+def check_arguments(target: Callable[..., Any], given: Mapping[str, Any], group: str) -> None:
+    """SettingsError naming `<group>.<key>` for every key of `given` that `target` does not take."""
+    from mprd.settings import SettingsError
+
+    taken = inspect.signature(target).parameters
+    unknown = sorted(k for k in given if not k.startswith("_") and k not in taken)
+    if unknown:
+        names = ", ".join(f"{group}.{k}" for k in unknown)
+        raise SettingsError(f"{names}: unknown setting(s) of {getattr(target, '__name__', target)} (it takes "
+                            f"{', '.join(k for k in taken if k != 'self')})")
 
 
 def _check_keys(setting: str, given: Mapping[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
@@ -679,3 +344,32 @@ class ReIDDataModule(L.LightningDataModule):
         """Training batches per epoch."""
         n = len(self._require_data().train)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+
+RUN_SETTINGS = ("audit_images",)  # data.* keys that `mprd.train` reads itself: not data-module arguments
+
+
+def instantiate_datamodule(cfg: Any, mean: Sequence[float], std: Sequence[float], camstyle: bool) -> ReIDDataModule:
+    """`hydra.utils.instantiate(cfg.data)` given the dataset (`cfg.dataset`), the backbone's normalisation,
+    the resolved `camstyle` (data.camstyle may say auto) and the run's seed; unknown data.* keys are refused."""
+    from hydra.utils import get_class, instantiate
+    from omegaconf import OmegaConf
+
+    settings = OmegaConf.to_container(cfg.data, resolve=True)
+    settings = {k: v for k, v in settings.items() if k not in RUN_SETTINGS}
+    if "_target_" not in settings:
+        raise ValueError("data._target_ is missing: the data config names its class (conf/data/default.yaml)")
+    check_arguments(get_class(settings["_target_"]), settings, "data")
+    ds = cfg.dataset
+    return instantiate(
+        settings,
+        name=ds.name,
+        root=str(ds.root),
+        options=OmegaConf.to_container(ds.options, resolve=True) if ds.get("options") else None,
+        synthetic=OmegaConf.to_container(ds.synthetic, resolve=True) if ds.get("synthetic") else None,
+        mean=tuple(mean),
+        std=tuple(std),
+        camstyle=camstyle,
+        seed=cfg.seed,
+        _convert_="all",
+    )

@@ -263,7 +263,7 @@ def batch_color_op(x: torch.Tensor, op: int, factor: torch.Tensor) -> torch.Tens
             other = other.mean(dim=(1, 2, 3), keepdim=True)
         return (x * f).add_(other * (1 - f)).clamp_(0.0, 1.0)
     # hue: rare (default 0), so a loop over images with torchvision's kernel is good enough
-    return torch.stack([F.adjust_hue(img, float(f)) for img, f in zip(x, factor.tolist())])
+    return torch.stack([F.adjust_hue(img, float(f)) for img, f in zip(x, factor.tolist(), strict=True)])
 
 
 def batch_gaussian_blur(x: torch.Tensor, kernel: int, sigma: torch.Tensor) -> torch.Tensor:

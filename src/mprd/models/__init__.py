@@ -1,1 +1,0 @@
-"""Backbones, the CNN and GCN LightningModules."""
