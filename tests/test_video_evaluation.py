@@ -315,3 +315,19 @@ def test_splits_bad_input():
         single_shot_cmc(pf, gf, [0, 1, 2], [0, 1, 2])
     with pytest.raises(ValueError, match="equal width"):
         single_shot_cmc(np.zeros((2, 2)), gf, [0, 1], [0, 1, 2])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    rng = np.random.default_rng(5)
+    qfr, q_len, gfr, g_len, qp, qc, gp, gc = mars_like(rng)
+    cpu = [tracklet_features(f, offsets_of(n), num_frames=k) for f, n in ((qfr, q_len), (gfr, g_len))
+           for k in (None, 4)]
+    gpu = [tracklet_features(torch.from_numpy(f).cuda(), offsets_of(n), num_frames=k, chunk_frames=50)
+           for f, n in ((qfr, q_len), (gfr, g_len)) for k in (None, 4)]
+    for a, b in zip(cpu, gpu, strict=True):
+        assert b.is_cuda
+        torch.testing.assert_close(b.cpu(), a, atol=1e-5, rtol=0)
+    m_cpu = evaluate_video(cpu[0], cpu[2], qp, qc, gp, gc)
+    m_gpu = evaluate_video(gpu[0], gpu[2], qp, qc, gp, gc, chunk_size=7)
+    assert m_gpu.ranks == pytest.approx(m_cpu.ranks) and m_gpu.mAP == pytest.approx(m_cpu.mAP, abs=1e-6)
