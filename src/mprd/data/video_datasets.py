@@ -129,10 +129,9 @@ def _read_mars_names(path: Path, dataset: str) -> list[str]:
     return names
 
 
-def _mars_fields(names: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(pid, 1-based camera, tracklet) per frame name, read from the fixed-width prefix `PPPPCcTtttt`."""
-    arr = np.asarray(names)
-    codes = arr.view(np.uint32).reshape(len(names), -1)[:, :11].astype(np.int64)
+def _mars_fields(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(pid, 1-based camera, tracklet) per frame name (a numpy str array), from the fixed prefix `PPPPCcTtttt`."""
+    codes = arr.view(np.uint32).reshape(len(arr), -1)[:, :11].astype(np.int64)
     digits = codes - ord("0")
     pid = digits[:, 0] * 1000 + digits[:, 1] * 100 + digits[:, 2] * 10 + digits[:, 3]
     pid[codes[:, 2] == ord("-")] = JUNK_PID
@@ -182,7 +181,8 @@ def _mars_tracks(names: list[str], info: np.ndarray, folder: Path, mat_path: Pat
                  dataset: str, num_cameras: int | None) -> list[tuple[tuple[str, ...], int, int, int]]:
     """(paths, pid, camid, tracklet) per row of `info`; every frame must carry its row's pid and camera."""
     _check_mars_rows(info, len(names), mat_path, list_path, dataset, num_cameras)
-    fpid, fcam, ftrk = _mars_fields(names)
+    arr = np.asarray(names)
+    fpid, fcam, ftrk = _mars_fields(arr)
     start, end = info[:, 0] - 1, info[:, 1]
     lengths = end - start
     row = np.repeat(np.arange(len(info)), lengths)
@@ -193,16 +193,16 @@ def _mars_tracks(names: list[str], info: np.ndarray, folder: Path, mat_path: Pat
         raise DatasetError(f"{dataset}: {mat_path} row {row[k] + 1} {info[row[k], :4].tolist()} covers frame "
                            f"{names[frame[k]]!r} (entry {frame[k] + 1} of {list_path}), which belongs to another "
                            "pid, camera or tracklet (expected one tracklet's frames)")
-    _check_pid_folders(names, folder, list_path, dataset)
-    sep = os.sep
-    paths = [f"{folder}{sep}{n[:4]}{sep}{n}" for n in names]
+    _check_pid_folders(arr, folder, list_path, dataset)
+    base, sep = str(folder), os.sep
+    paths = [f"{base}{sep}{n[:4]}{sep}{n}" for n in names]
     return [(tuple(paths[s:e]), int(p), int(c) - 1, int(ftrk[s]))
             for s, e, p, c in zip(start.tolist(), end.tolist(), info[:, 2].tolist(), info[:, 3].tolist(), strict=True)]
 
 
-def _check_pid_folders(names: list[str], folder: Path, list_path: Path, dataset: str) -> None:
+def _check_pid_folders(names: np.ndarray, folder: Path, list_path: Path, dataset: str) -> None:
     """Each `<pid>/` folder named by the list exists under `folder` (frames themselves are not stat'ed)."""
-    for pid_dir in np.unique(np.asarray(names).astype("<U4")).tolist():
+    for pid_dir in np.unique(names.astype("<U4")).tolist():
         if not (folder / pid_dir).is_dir():
             raise DatasetError(f"{dataset}: {folder / pid_dir} does not exist (expected the frames of "
                                f"{list_path.name} under <pid>/ folders of {folder})")
