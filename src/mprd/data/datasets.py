@@ -438,6 +438,11 @@ def load_dataset(name: str, root: str | Path, **options: Any) -> ReIDData:
     `resolve_root`), with its parser's keyword options."""
     name = canonical_name(name)
     if name not in DATASETS:
+        from mprd.data.video_datasets import is_video_dataset
+
+        if is_video_dataset(name):
+            raise DatasetError(f"{name!r} is a video dataset: read it with "
+                               "mprd.data.video_datasets.load_video_dataset (tracklets, not images)")
         raise DatasetError(f"unknown dataset {name!r} (expected one of {', '.join(sorted(DATASETS))} or an alias: "
                            f"{', '.join(sorted(ALIASES))})")
     root = resolve_root(name, root)

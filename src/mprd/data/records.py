@@ -1,7 +1,8 @@
-"""The record type every dataset parser returns, and the dataset error.
+"""The record types every dataset parser returns (images; tracklets for video), and the dataset error.
 
-Every parser (Market-1501, DukeMTMC-reID, MSMT17, CUHK03-NP, synthetic) yields `ReIDData`, so the
-rest of the suite never sees a dataset's file naming.
+Every image parser (Market-1501, DukeMTMC-reID, MSMT17, CUHK03-NP, synthetic) yields `ReIDData`, every
+video parser (MARS, DukeMTMC-VideoReID, PRID2011, iLIDS-VID) `VideoReIDData`, so the rest of the suite
+never sees a dataset's file naming.
 """
 
 from __future__ import annotations
@@ -55,6 +56,62 @@ class ReIDData:
             "gallery": stats(self.gallery),
             "camstyle": {"images": sum(len(v) for v in self.camstyle.values()), "ids": 0, "cameras": 0},
         }
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train)
+
+    @property
+    def num_cameras(self) -> int:
+        return len({r.camid for r in self.train + self.query + self.gallery})
+
+
+@dataclass(frozen=True)
+class TrackletRecord:
+    """One tracklet (video re-ID): its frames in temporal order, one person seen by one camera.
+
+    `index` is its position in its split (for train: the tracklet's slot); `tracklet` is the dataset's own
+    1-based tracklet number within (pid, camera) (MARS' `T` field, DukeMTMC-VideoReID's folder; 1 for
+    PRID2011 and iLIDS-VID, which hold one tracklet per person per camera).
+    """
+
+    paths: tuple[str, ...]
+    pid: int
+    camid: int  # 0-based
+    index: int
+    tracklet: int = 1
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.paths)
+
+
+@dataclass
+class VideoReIDData:
+    """Train / query / gallery tracklets of one video dataset (pids as the dataset gives them, not relabelled).
+
+    `split_id` is the identity split used (PRID2011, iLIDS-VID; None for datasets with one fixed split).
+    """
+
+    name: str
+    root: str
+    train: list[TrackletRecord]
+    query: list[TrackletRecord]
+    gallery: list[TrackletRecord]
+    split_id: int | None = None
+
+    def statistics(self) -> dict[str, dict[str, int]]:
+        """Tracklets / identities / cameras / frames per split (pid 0 and -1 count as identities)."""
+
+        def stats(records: list[TrackletRecord]) -> dict[str, int]:
+            return {
+                "tracklets": len(records),
+                "ids": len({r.pid for r in records}),
+                "cameras": len({r.camid for r in records}),
+                "frames": sum(r.num_frames for r in records),
+            }
+
+        return {"train": stats(self.train), "query": stats(self.query), "gallery": stats(self.gallery)}
 
     @property
     def num_train(self) -> int:
