@@ -162,6 +162,7 @@ VIDEO_PRESETS: dict[str, VideoConfig] = {
         preset="video-small",
         num_train_ids=125,
         num_test_ids=125,
+        tracklet_len_mean=8.0,
         camstyle=False,
         distractors_per_test_id=0.5,
         junk_per_test_id=0.15,

@@ -4,9 +4,12 @@ identities, cameras and renderer.
     bbox_train/<pid>/<pid>C<cam>T<tracklet>F<frame>.jpg     e.g. bbox_train/0003/0003C2T0001F001.jpg
     bbox_test/<pid>/...                                     junk: 00-1/00-1C…, distractors: 0000/0000C…
     info/train_name.txt, info/test_name.txt                 one frame name a line, tracklet after tracklet
-    info/tracks_train_info.mat, info/tracks_test_info.mat   track_train_info / track_test_info: N x 4 doubles
+    info/tracks_train_info.mat, info/tracks_test_info.mat   track_train_info / track_test_info: N x 4 int32
                                                             [start, end, pid, camid], 1-based, inclusive
-    info/query_IDX.mat                                      query_IDX: 1 x Q doubles, 1-based rows of test tracks
+    info/query_IDX.mat                                      query_IDX: 1 x Q int32, 1-based rows of test tracks
+
+Integers, because the public MARS loaders slice the name list with the matrix entries and index the test
+tracks with query_IDX directly (a double would fail there).
 
 A tracklet is one walk of one identity through one camera: consecutive frames whose walking phase advances,
 whose detector box drifts slightly, and which an occluder may cut for a few frames. An identity's pass through a
@@ -255,12 +258,12 @@ def make_video_dirs(plan: VideoPlan, out_dir: Path) -> None:
 
 
 def _track_matrix(tracks: list[Tracklet]) -> np.ndarray:
-    """N x 4 doubles [start, end, pid, camid]: 1-based inclusive rows of the name list, camera 1-based."""
+    """N x 4 int32 [start, end, pid, camid]: 1-based inclusive rows of the name list, camera 1-based."""
     rows, start = [], 1
     for t in tracks:
         rows.append((start, start + len(t.shots) - 1, t.pid, t.cam + 1))
         start += len(t.shots)
-    return np.array(rows, np.float64).reshape(-1, 4)
+    return np.array(rows, np.int32).reshape(-1, 4)
 
 
 def write_video_info(plan: VideoPlan, out_dir: Path) -> None:
@@ -270,7 +273,7 @@ def write_video_info(plan: VideoPlan, out_dir: Path) -> None:
         lines = [Path(s.relpath).name for t in plan.tracks[split] for s in t.shots]
         (info / f"{name}_name.txt").write_text("\n".join(lines) + "\n")
         _savemat(info / f"tracks_{name}_info.mat", f"track_{name}_info", _track_matrix(plan.tracks[split]))
-    _savemat(info / "query_IDX.mat", "query_IDX", np.array([r + 1 for r in plan.query_rows], np.float64)[None, :])
+    _savemat(info / "query_IDX.mat", "query_IDX", np.array([r + 1 for r in plan.query_rows], np.int32)[None, :])
 
 
 def _savemat(path: Path, name: str, value: np.ndarray) -> None:
