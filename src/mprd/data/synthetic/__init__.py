@@ -12,7 +12,8 @@ Everything is deterministic from the seed: each image draws its randomness from 
 
 Modules: `config` (SyntheticConfig, presets), `appearance` (palettes, identities), `scenes` (cameras and their
 backdrops), `person` (drawing a person), `plan` (the file plan), `render` (one shot and its CamStyle copies),
-`build` (a dataset folder and its cached copy), `contact` (contact sheets), `__main__` (the CLI).
+`build` (a dataset folder and its cached copy), `contact` (contact sheets), `__main__` (the CLI), and `video`
+(the `video-tiny` / `video-small` presets: tracklets in the MARS layout with its `info/` files).
 """
 
 from mprd.data.synthetic.appearance import Identity, sample_identity
@@ -24,7 +25,9 @@ from mprd.data.synthetic.config import (
     MARKET_NAME_RE,
     PRESETS,
     SPLIT_DIRS,
+    VIDEO_PRESETS,
     SyntheticConfig,
+    VideoConfig,
     make_config,
 )
 from mprd.data.synthetic.contact import contact_sheet
@@ -32,10 +35,12 @@ from mprd.data.synthetic.person import draw_person
 from mprd.data.synthetic.plan import Plan, Shot, build_plan, camstyle_name
 from mprd.data.synthetic.render import render_shot, render_styles
 from mprd.data.synthetic.scenes import Camera, sample_cameras
+from mprd.data.synthetic.video import MARS_NAME_RE, Tracklet, VideoPlan, build_video_plan, mars_name
 
 __all__ = [
-    "GENERATOR_VERSION", "IMAGE_H", "IMAGE_W", "MARKET_NAME_RE", "PRESETS", "SPLIT_DIRS", "Camera", "Identity",
-    "Plan", "Shot", "SyntheticConfig", "build_plan", "camstyle_name", "contact_sheet", "dataset_dir",
-    "default_workers", "draw_person", "ensure_synthetic", "generate", "make_config", "read_info", "render_shot",
+    "GENERATOR_VERSION", "IMAGE_H", "IMAGE_W", "MARKET_NAME_RE", "MARS_NAME_RE", "PRESETS", "SPLIT_DIRS",
+    "VIDEO_PRESETS", "Camera", "Identity", "Plan", "Shot", "SyntheticConfig", "Tracklet", "VideoConfig", "VideoPlan",
+    "build_plan", "build_video_plan", "camstyle_name", "contact_sheet", "dataset_dir", "default_workers",
+    "draw_person", "ensure_synthetic", "generate", "make_config", "mars_name", "read_info", "render_shot",
     "render_styles", "sample_cameras", "sample_identity",
 ]

@@ -16,9 +16,10 @@ from pathlib import Path
 from PIL import Image
 
 from mprd.data.records import DatasetError
-from mprd.data.synthetic.config import GENERATOR_VERSION, SPLIT_DIRS, SyntheticConfig, make_config
+from mprd.data.synthetic.config import GENERATOR_VERSION, SPLIT_DIRS, SyntheticConfig, VideoConfig, make_config
 from mprd.data.synthetic.plan import Plan, Shot, build_plan, camstyle_name
 from mprd.data.synthetic.render import render_styles
+from mprd.data.synthetic.video import build_video_plan, make_video_dirs, video_units, write_video_info
 
 # ------------------------------------------------------------------------------------------------ generation
 _PLAN: Plan | None = None  # per worker process
@@ -27,7 +28,12 @@ _PLAN: Plan | None = None  # per worker process
 def _worker_init(cfg: SyntheticConfig) -> None:
     global _PLAN
     if _PLAN is None or _PLAN.config != cfg:  # inherited as is under fork; rebuilt under spawn
-        _PLAN = build_plan(cfg)
+        _PLAN = _make_plan(cfg)
+
+
+def _make_plan(cfg: SyntheticConfig) -> Plan:
+    """The image plan (Market layout) or, for a video preset, the tracklet plan (MARS layout)."""
+    return build_video_plan(cfg) if isinstance(cfg, VideoConfig) else build_plan(cfg)
 
 
 def _render_units(args: tuple[str, list[tuple[Shot, list[tuple[int, str]]]]]) -> int:
@@ -67,11 +73,14 @@ def generate(cfg: SyntheticConfig, out_dir: str | Path, workers: int | None = No
     global _PLAN
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
-    plan = build_plan(cfg)
-    for d in SPLIT_DIRS:
+    plan = _make_plan(cfg)
+    video = isinstance(cfg, VideoConfig)
+    if video:
+        make_video_dirs(plan, out_dir)
+    for d in () if video else SPLIT_DIRS:
         if d != "bounding_box_train_camstyle" or cfg.camstyle:
             (out_dir / d).mkdir(parents=True, exist_ok=True)
-    units = _units(plan)
+    units = video_units(plan) if video else _units(plan)
     n_images = sum(len(o) for _, o in units)
     workers = default_workers(n_images) if workers is None else max(1, int(workers))
     chunks = [(str(out_dir), units[i : i + 48]) for i in range(0, len(units), 48)]
@@ -89,6 +98,8 @@ def generate(cfg: SyntheticConfig, out_dir: str | Path, workers: int | None = No
         _PLAN = None  # free the scenes and the noise bank
     if written != n_images:
         raise RuntimeError(f"synthetic generation wrote {written} images, expected {n_images}")
+    if video:
+        write_video_info(plan, out_dir)
     return {
         "generator": "mprd.data.synthetic",
         "generator_version": GENERATOR_VERSION,

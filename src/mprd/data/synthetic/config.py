@@ -119,20 +119,72 @@ PRESETS: dict[str, SyntheticConfig] = {
 }
 
 
+@dataclass(frozen=True)
+class VideoConfig(SyntheticConfig):
+    """A video preset (MARS layout): the image generator's identities, cameras and rendering, shot as tracklets.
+
+    Tracklets per (id, camera) are 1 + geometric extra (MARS fragments a walk into ~3.6 tracklets per id and
+    camera; fewer here to keep the frame budget); `distractors_per_test_id` / `junk_per_test_id` count tracklets.
+    """
+
+    tracklet_len_min: int = 4  # frames per tracklet: min + geometric extra, capped at max (MARS: 2..920, ~59)
+    tracklet_len_mean: float = 10.0
+    tracklet_len_max: int = 24
+    extra_tracklets_mean: float = 0.8  # tracklets per (id, camera) = 1 + geometric extra (a fragmented track)
+    gait_frames: tuple[float, float] = (9.0, 15.0)  # frames per gait cycle (uniform): the walk phase advances
+    box_drift: float = 0.012  # per-frame random walk of the detector box offset (fraction of the box)
+    query_camera_prob: float = 0.6  # a test id's camera gives a query tracklet (never all of its cameras)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 1 <= self.tracklet_len_min <= self.tracklet_len_max <= 999:
+            raise ValueError("VideoConfig: need 1 <= tracklet_len_min <= tracklet_len_max <= 999 (F is 3 digits)")
+        if len(self.gait_frames) != 2 or not 2 <= self.gait_frames[0] <= self.gait_frames[1]:
+            raise ValueError("VideoConfig: gait_frames must be (low, high) frames per gait cycle, 2 <= low <= high")
+
+
+VIDEO_PRESETS: dict[str, VideoConfig] = {
+    # Tests: eight ids each side, short tracklets; generates in about a second.
+    "video-tiny": VideoConfig(
+        preset="video-tiny",
+        num_train_ids=8,
+        num_test_ids=8,
+        cameras_per_id_weights=(0.4, 0.4, 0.2),
+        tracklet_len_min=3,
+        tracklet_len_mean=5.0,
+        tracklet_len_max=8,
+        camstyle=False,
+        distractors_per_test_id=0.5,
+        junk_per_test_id=0.25,
+    ),
+    # The video default (CPU): a fifth of MARS's identities (625 train / 636 test), short tracklets.
+    "video-small": VideoConfig(
+        preset="video-small",
+        num_train_ids=125,
+        num_test_ids=125,
+        tracklet_len_mean=8.0,
+        camstyle=False,
+        distractors_per_test_id=0.5,
+        junk_per_test_id=0.15,
+    ),
+}
+
+
 def make_config(preset: str = "small", seed: int = 0, overrides: dict | None = None) -> SyntheticConfig:
     """The preset's config with `seed` and `overrides` applied; unknown names raise a ValueError."""
-    if preset not in PRESETS:
-        raise ValueError(f"synthetic preset {preset!r} is unknown; expected one of {sorted(PRESETS)}")
+    presets = {**PRESETS, **VIDEO_PRESETS}
+    if preset not in presets:
+        raise ValueError(f"synthetic preset {preset!r} is unknown; expected one of {sorted(presets)}")
+    base = presets[preset]
     overrides = dict(overrides or {})
-    names = {f.name for f in dataclasses.fields(SyntheticConfig)}
+    names = {f.name for f in dataclasses.fields(base)}
     unknown = sorted(set(overrides) - names)
     if unknown:
         raise ValueError(
-            f"synthetic overrides {unknown} are not SyntheticConfig fields; expected some of {sorted(names)}"
+            f"synthetic overrides {unknown} are not {type(base).__name__} fields; expected some of {sorted(names)}"
         )
     if "preset" in overrides or "seed" in overrides:
         raise ValueError("synthetic overrides may not set 'preset' or 'seed'; pass them as arguments")
-    base = PRESETS[preset]
     for key, value in overrides.items():
         overrides[key] = _coerce(key, value, getattr(base, key))
     return dataclasses.replace(base, seed=int(seed), **overrides)
@@ -169,3 +221,4 @@ def _rng(seed: int, *keys: int) -> np.random.Generator:
 
 # Stream purposes (first key after the seed).
 _K_CAMERAS, _K_IDENTITY, _K_LAYOUT, _K_TRACK, _K_FRAME, _K_DISTRACTOR, _K_JUNK, _K_SPLIT, _K_SCENE, _K_NOISE = range(10)
+_K_VLAYOUT, _K_VTRACK, _K_VFRAME, _K_VSTRAY, _K_VQUERY = range(10, 15)  # the video preset's streams

@@ -59,6 +59,12 @@ class Shot:
     angle: float  # degrees
     track_key: tuple[int, ...]  # crowd / occluder layout shared by the frames of one track
     frame_key: tuple[int, ...]
+    # Video frames (the MARS-layout preset): per-frame randomness is damped, background people stand at
+    # shot.x + scene_dx (fixed in the scene while the person walks), the occluder is set per frame by the plan.
+    video: bool = False
+    scene_dx: float = 0.0
+    occluded: bool = False
+    occluder_dx: float = 0.0  # occluder offset added to the person's x: keeps it in place during its run
 
 
 @dataclass

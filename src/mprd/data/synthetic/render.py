@@ -31,15 +31,21 @@ def _shadow(d: ImageDraw.ImageDraw, x: float, feet: float, h: float) -> None:
     d.ellipse([x - 0.17 * h, feet - 0.025 * h, x + 0.17 * h, feet + 0.02 * h], fill=(0, 0, 0, 70))
 
 
+_VIDEO_JITTER = 0.15  # video frames: scale of the per-frame randomness (stills: 1)
+
+
 def _crowd(plan: Plan, shot: Shot, rt, rf, feet: float, extra: int = 0) -> list[tuple]:
     """Background people: smaller (farther), standing between the horizon and the main person's feet."""
     cam = plan.cameras[shot.cam]
+    j = _VIDEO_JITTER if shot.video else 1.0
     people = []
     for _ in range(int(rt.poisson(cam.crowd_rate)) + extra):
         s = rt.uniform(0.4, 0.85)
         ident = sample_identity(rt, plan.config)
         view, phase, dx = int(rt.integers(4)), rt.uniform(0, 2 * math.pi), rt.uniform(-1.4, 1.4) * _BOX_W
-        people.append((s, ident, view, phase + rf.normal(0, 0.8), shot.x + dx + rf.normal(0, 30),
+        phase = phase + rf.normal(0, 0.8 * j)  # (draw order kept: phase jitter, then position jitter)
+        x = shot.x + shot.scene_dx + dx + rf.normal(0, 30 * j)  # video: they stand still while the person walks
+        people.append((s, ident, view, phase, x,
                        cam.horizon + s * (feet - cam.horizon), _BASE_HEIGHT * s * ident.height))
     return sorted(people, key=lambda t: t[0])  # far ones first
 
@@ -50,13 +56,13 @@ def _draw_occluder(d, plan: Plan, shot: Shot, rt, rf, feet: float, bw: float, ox
     if rt.random() < 0.5:
         s = rt.uniform(1.0, 1.12)
         ident = sample_identity(rt, plan.config)
-        x = shot.x + side * rt.uniform(0.5, 0.85) * bw + rf.normal(0, 5)
+        x = shot.x + shot.occluder_dx + side * rt.uniform(0.5, 0.85) * bw + rf.normal(0, 5)
         draw_person(d, ident, int(rt.integers(4)), rt.uniform(0, 2 * math.pi), x - ox, feet + (s - 1) * 150 - oy,
                     _BASE_HEIGHT * s * ident.height)
         return
     kind = int(rt.integers(4))
     col = _jit(rt, [(70, 70, 72), (150, 150, 145), (40, 60, 110), (120, 80, 50), (190, 60, 40)][int(rt.integers(5))])
-    x, f = shot.x - ox + side * rt.uniform(0.15, 0.45) * bw, feet - oy + rt.uniform(5, 30)
+    x, f = shot.x + shot.occluder_dx - ox + side * rt.uniform(0.15, 0.45) * bw, feet - oy + rt.uniform(5, 30)
     if kind == 0:  # bollard / bin
         w, h = rt.uniform(0.25, 0.4) * bw, rt.uniform(0.6, 1.0) * bw
         d.rectangle([x - w / 2, f - h, x + w / 2, f], fill=col)
@@ -85,23 +91,25 @@ def _foreground(plan: Plan, shot: Shot, box: tuple[float, float, float, float], 
     cfg, cam = plan.config, plan.cameras[shot.cam]
     rt, rf = _rng(cfg.seed, *shot.track_key), _rng(cfg.seed, *shot.frame_key)
     # Light changes over the day: a brightness and a slight tint per pass, a flicker per frame (RGB gains).
-    illum = np.exp(rt.normal(0, 0.12) + rt.normal(0, 0.035, 3) + rf.normal(0, 0.07))
+    j = _VIDEO_JITTER if shot.video else 1.0
+    illum = np.exp(rt.normal(0, 0.12) + rt.normal(0, 0.035, 3) + rf.normal(0, 0.07 * j))
     x0, y0, x1, y1 = region
     bw, bh = box[2], box[3]
     layer = Image.new("RGBA", (x1 - x0, y1 - y0), (0, 0, 0, 0))
     d = ImageDraw.Draw(layer, "RGBA")
     feet = _PERSON_Y + _BASE_HEIGHT / 2
-    mode = int(rf.integers(3)) if shot.kind == DISTRACTOR else -1  # background, partial body, distant crowd
+    rb = rt if shot.video else rf  # a video's distractor keeps its kind and body over the tracklet
+    mode = int(rb.integers(3)) if shot.kind == DISTRACTOR else -1  # background, partial body, distant crowd
     crowd = _crowd(plan, shot, rt, rf, feet, extra=3 if mode == 2 else 0)
     main = None
     if shot.kind != DISTRACTOR:
         ident = plan.identities[shot.pid]
         main = (ident, shot.view, shot.phase, shot.x, feet, _BASE_HEIGHT * ident.height * math.exp(rf.normal(0, 0.01)))
     elif mode == 1:  # a body cut by the box edge
-        s = rf.uniform(0.9, 1.6)
-        dx = float(rf.choice([-1, 1]) * rf.uniform(0.45, 0.75) * bw)
-        main = (sample_identity(rf, cfg), int(rf.integers(4)), rf.uniform(0, 2 * math.pi), shot.x + dx,
-                feet + (s - 1) * 150 + rf.uniform(-0.2, 0.4) * bh, _BASE_HEIGHT * s)
+        s = rb.uniform(0.9, 1.6)
+        dx = float(rb.choice([-1, 1]) * rb.uniform(0.45, 0.75) * bw)
+        main = (sample_identity(rb, cfg), int(rb.integers(4)), rb.uniform(0, 2 * math.pi) + shot.video * shot.phase,
+                shot.x + dx, feet + (s - 1) * 150 + rb.uniform(-0.2, 0.4) * bh, _BASE_HEIGHT * s)
     # Shadows first: PIL writes (does not blend) alpha inks on an RGBA layer, so nothing may be drawn under them.
     for t in crowd + ([main] if main else []):
         _shadow(d, t[-3] - x0, t[-2] - y0, t[-1])
@@ -110,7 +118,7 @@ def _foreground(plan: Plan, shot: Shot, box: tuple[float, float, float, float], 
     if main:
         ident, view, phase, x, f, h = main
         draw_person(d, ident, view, phase, x - x0, f - y0, h)
-    if shot.kind != DISTRACTOR and rt.random() < cam.occlusion_prob:
+    if shot.kind != DISTRACTOR and (shot.occluded if shot.video else rt.random() < cam.occlusion_prob):
         _draw_occluder(d, plan, shot, rt, rf, feet, bw, x0, y0, layer.size[0])
     return layer, illum
 
@@ -191,7 +199,10 @@ def render_styles(plan: Plan, shot: Shot, styles: Sequence[int]) -> list[np.ndar
     cam = plan.cameras[shot.cam]
     light = (1.0 - cam.shade / (1.0 + np.exp(np.sign(cam.light) * xs)))[None, :, None]
     # Folds and creases: a smooth brightness field over the people that changes from frame to frame.
-    folds = Image.fromarray(plan.noise(shot.frame_key + (-1,))[:16, :8, 0].copy()).resize((w, h), Image.BICUBIC)
+    fold = plan.noise(shot.frame_key + (-1,))[:16, :8, 0]
+    if shot.video:  # mostly the tracklet's folds, slowly changing
+        fold = 0.85 * plan.noise(shot.track_key + (-1,))[:16, :8, 0] + 0.5 * fold
+    folds = Image.fromarray(fold.copy()).resize((w, h), Image.BICUBIC)
     fg_rgb = fg[..., :3] * light * (1.0 + 0.1 * np.asarray(folds, np.float32))[..., None]
     out = []
     for st in styles:
