@@ -222,7 +222,8 @@ def test_the_mars_parser_reads_the_video_preset_and_an_oracle_scores_100(vtiny: 
     test = _tracklets(raw["test_names"], raw["test_tracks"])
     query_rows = set(raw["query"].tolist())
     gallery = [t for i, t in enumerate(test) if i not in query_rows and t[0] != -1]
-    for records, expected in ((data.train, train), (data.query, [test[i] for i in raw["query"]]), (data.gallery, gallery)):
+    query = [test[i] for i in raw["query"]]
+    for records, expected in ((data.train, train), (data.query, query), (data.gallery, gallery)):
         assert [(r.pid, r.camid + 1, [Path(p).name for p in r.paths]) for r in records] == expected
 
     def pooled(records) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
