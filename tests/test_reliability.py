@@ -63,6 +63,8 @@ def fake_checkpoint(path: Path, epoch: int) -> Path:
         ("seed=-3", "seed=-3: expected an integer in [0, 4000000]"),
         ("data.batch_size=0", "data.batch_size=0: expected an integer >= 1"),
         ("data.num_workers=-1", "data.num_workers=-1: expected an integer >= 0"),
+        ("data.video.frames_per_tracklet=0", "data.video.frames_per_tracklet=0: expected an integer >= 1"),
+        ("data.video.test_frames=0", "data.video.test_frames=0: expected an integer >= 1 or null"),
         ("optim.lr_new=0", "optim.lr_new=0: expected a number > 0"),
         ("optim.momentum=1", "optim.momentum=1: expected a number in [0, 1)"),
         ("optim.lr_gamma=true", "optim.lr_gamma=True: expected a number in (0, 1]"),

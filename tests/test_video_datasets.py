@@ -372,7 +372,7 @@ def test_ilids_root_above_and_split(tmp_path):
 # Registry, configs, statistics
 # ---------------------------------------------------------------------------------------------------------
 def test_registry_aliases_and_options(tmp_path):
-    assert set(VIDEO_DATASETS) == {"mars", "dukemtmcvideoreid", "prid2011", "ilidsvid"}
+    assert set(VIDEO_DATASETS) == {"mars", "dukemtmcvideoreid", "prid2011", "ilidsvid", "synthetic_video"}
     assert is_video_dataset("MARS") and is_video_dataset("prid") and not is_video_dataset("market1501")
     with pytest.raises(DatasetError, match="unknown video dataset 'viper'"):
         load_video_dataset("viper", tmp_path)

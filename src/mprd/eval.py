@@ -33,6 +33,9 @@ def build_eval_datamodule(cfg: DictConfig, model: LoadedModel):
 
     cfg = OmegaConf.merge(cfg, {"data": {"height": model.height, "width": model.width}})
     datamodule = build_datamodule(cfg, model.mean, model.std)
+    if getattr(datamodule, "is_video", False):
+        raise ValueError(f"dataset={cfg.dataset.name} is a video dataset: evaluating a saved model on tracklets is "
+                         "not wired into mprd.eval/mprd.visualize yet; mprd.train writes the tracklet-level metrics")
     datamodule.prepare_data()
     datamodule.setup("test")
     return datamodule

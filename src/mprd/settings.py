@@ -79,6 +79,9 @@ RULES: tuple[Rule, ...] = (
     Rule("data.num_workers", 0, integer=True),
     Rule("data.height", 1, integer=True),
     Rule("data.width", 1, integer=True),
+    Rule("data.video.frames_per_tracklet", 1, integer=True),
+    Rule("data.video.train_frames", 1, integer=True, nullable=True, why="null = every frame"),
+    Rule("data.video.test_frames", 1, integer=True, nullable=True, why="null = every frame"),
     # CNN optimiser
     Rule("optim.lr_backbone", 0, low_open=True),
     Rule("optim.lr_new", 0, low_open=True),

@@ -33,13 +33,15 @@ def camstyle_setting(cfg: Any) -> bool | None:
     """data.camstyle as a stored config says it, without looking at the disk (None: `auto` on a real dataset).
 
     Mirrors `mprd.train.resolve_camstyle`: method.camstyle=false (MPRD#, SSLR, UGA) wins; the synthetic
-    generator always renders CamStyle copies.
+    generator always renders CamStyle copies; video datasets have none.
     """
     if _get(cfg, "method.camstyle", True) is False:
         return False
     value = _get(cfg, "data.camstyle", "auto")
     if str(value).lower() != "auto":
         return bool(value)
+    if str(_get(cfg, "dataset.datamodule", "")).endswith("VideoDataModule"):
+        return False  # no video dataset has CamStyle copies
     return True if _get(cfg, "dataset.name") == "synthetic" else None
 
 

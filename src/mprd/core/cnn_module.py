@@ -20,7 +20,14 @@ from mprd.core.config import RunContext
 from mprd.core.generator import PseudoLabelGenerator
 from mprd.core.memory import FeatureMemory, gamma_schedule
 from mprd.core.positive_sets import PositiveSets
-from mprd.core.reid_module import QueryGalleryEvaluation, eval_mode, log_epoch_timing, progress
+from mprd.core.reid_module import (
+    QueryGalleryEvaluation,
+    eval_mode,
+    log_epoch_timing,
+    pooling_offsets,
+    progress,
+    temporal_pool,
+)
 from mprd.methods.mlcr.mmcl import mmcl_terms
 from mprd.methods.mprd.losses import binomial_deviance_loss
 
@@ -150,7 +157,9 @@ class CNNModule(QueryGalleryEvaluation):
         """
         dm = self.trainer.datamodule
         with eval_mode(self):
-            pool5 = torch.zeros(self.memory.num_slots, self.backbone.out_dim, device=self.device)
+            offsets = pooling_offsets(dm, "train")  # video: frames of every tracklet, pooled below
+            rows = self.memory.num_slots if offsets is None else int(offsets[-1])
+            pool5 = torch.zeros(rows, self.backbone.out_dim, device=self.device)
             for batch in progress(dm.feature_dataloader("train"), "train features", self):
                 x = batch["image"].to(self.device)
                 pool5[batch["index"].to(self.device)] = self.backbone.forward_features(x)[0]
@@ -159,7 +168,12 @@ class CNNModule(QueryGalleryEvaluation):
             from mprd.diagnostics import dead_units
 
             self.dead_units = dead_units(pool5)  # no identities read: logged with the diagnostics
-            return F.normalize(self.backbone.bn(pool5), dim=1)
+            feats = self.backbone.bn(pool5)
+            if offsets is not None:  # a tracklet's feature = the mean of its frames' BN features (as in training)
+                from mprd.core.video_evaluation import tracklet_features
+
+                feats = tracklet_features(feats, offsets.to(feats.device), normalize=False)
+            return F.normalize(feats, dim=1)
 
     def _diagnostics_due(self, epochs_trained: int) -> bool:
         if self._diagnostic_labels is None or self._diagnostic_cams is None or self.diagnostics_every <= 0:
@@ -238,7 +252,7 @@ class CNNModule(QueryGalleryEvaluation):
     # --------------------------------------------------------------------------------------- training
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         x, index = batch["image"], batch["index"]
-        feats = F.normalize(self.backbone(x), dim=1)
+        feats = F.normalize(temporal_pool(self.backbone, x), dim=1)  # video: (B, S, ...) frames -> one per tracklet
         # Eq. 1 before the loss (§4.1 steps 1-3); all ranks write all ranks' batches (DDP-ready)
         all_index, all_feats = index, feats.detach()
         if self.trainer.world_size > 1:
@@ -249,7 +263,7 @@ class CNNModule(QueryGalleryEvaluation):
         else:  # MLCR: the loss sees the memory as it was before this batch; written after the step
             self._pending_write = (all_index, all_feats)
         loss, terms = self._loss(feats, index)
-        self._epoch_images += x.shape[0]
+        self._epoch_images += x.shape[:-3].numel()  # frames, for video
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         for key, value in terms.items():
             self.log(f"train/{key}", value, on_step=False, on_epoch=True)

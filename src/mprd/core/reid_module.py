@@ -9,7 +9,7 @@ numbers one process would.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -62,6 +62,8 @@ class QueryGalleryEvaluation(L.LightningModule):
 
     def _query_gallery_metrics(self, q: Tensor, g: Tensor) -> dict[str, float]:
         dm = self.trainer.datamodule
+        if getattr(dm, "is_video", False):
+            return video_metrics(dm, q, g, self.eval_metric)
         qp, qc = _ids(dm.data.query)
         gp, gc = _ids(dm.data.gallery)
         metrics = evaluate(q, g, qp, qc, gp, gc, metric=self.eval_metric).as_dict(percent=True)
@@ -95,6 +97,39 @@ def _ordered(chunks: list[Tensor] | Tensor) -> Tensor:
 
 def _ids(records) -> tuple[Tensor, Tensor]:
     return torch.tensor([r.pid for r in records]), torch.tensor([r.camid for r in records])
+
+
+def temporal_pool(forward: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """`forward(x)` for images (B, C, H, W); for tracklets (B, S, C, H, W) the mean over S of the frames'
+    features (temporal average pooling, SSLR §3): one (B·S, C, H, W) forward pass, reshaped, averaged."""
+    if x.dim() != 5:
+        return forward(x)
+    frames = forward(x.flatten(0, 1))
+    return frames.reshape(x.shape[0], x.shape[1], *frames.shape[1:]).mean(dim=1)
+
+
+def pooling_offsets(datamodule: Any, split: str) -> Tensor | None:
+    """The data module's tracklet offsets over its `feature_dataloader(split)` frames; None for images."""
+    offsets = getattr(datamodule, "pooling_offsets", None)
+    return None if offsets is None else offsets(split)
+
+
+def video_metrics(datamodule: Any, query_frames: Tensor, gallery_frames: Tensor, metric: str) -> dict[str, float]:
+    """Tracklet-level metrics from the feature passes' frame features (in pass order): pooled per tracklet
+    (`tracklet_features`, the data module's offsets), then the MARS / DukeMTMC-VideoReID protocol
+    (`evaluate_video`), or for a dataset with identity splits (PRID2011, iLIDS-VID: `data.split_id`) the
+    single-gallery-shot CMC of that one split (`single_shot_cmc`; averaging over the splits is done over runs)."""
+    from mprd.core.video_evaluation import evaluate_video, single_shot_cmc, tracklet_features
+
+    data = datamodule.data
+    q = tracklet_features(query_frames, datamodule.pooling_offsets("query").to(query_frames.device))
+    g = tracklet_features(gallery_frames, datamodule.pooling_offsets("gallery").to(gallery_frames.device))
+    (qp, qc), (gp, gc) = _ids(data.query), _ids(data.gallery)
+    if getattr(data, "split_id", None) is not None:
+        result = single_shot_cmc(q, g, qp, gp, metric=metric)  # type: ignore[arg-type]
+    else:
+        result = evaluate_video(q, g, qp, qc, gp, gc, metric=metric)  # type: ignore[arg-type]
+    return {k: float(v) for k, v in result.as_dict(percent=True).items()}
 
 
 def log_epoch_timing(module: L.LightningModule, epoch_start: float, images: int) -> None:

@@ -68,12 +68,29 @@ def check_arguments(target: Callable[..., Any], given: Mapping[str, Any], group:
     """SettingsError naming `<group>.<key>` for every key of `given` that `target` does not take."""
     from mprd.settings import SettingsError
 
-    taken = inspect.signature(target).parameters
+    taken = accepted_arguments(target)
     unknown = sorted(k for k in given if not k.startswith("_") and k not in taken)
     if unknown:
         names = ", ".join(f"{group}.{k}" for k in unknown)
         raise SettingsError(f"{names}: unknown setting(s) of {getattr(target, '__name__', target)} (it takes "
                             f"{', '.join(k for k in taken if k != 'self')})")
+
+
+def accepted_arguments(target: Callable[..., Any]) -> list[str]:
+    """The keyword arguments `target` takes; a class whose `__init__` passes `**kwargs` on to its base
+    (`VideoDataModule`) takes its bases' arguments too."""
+    if not inspect.isclass(target):
+        return list(inspect.signature(target).parameters)
+    taken: list[str] = []
+    for cls in target.__mro__:
+        if "__init__" not in vars(cls):
+            continue
+        params = inspect.signature(vars(cls)["__init__"]).parameters.values()
+        taken += [p.name for p in params
+                  if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name not in taken and p.name != "self"]
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return taken
 
 
 def _check_keys(setting: str, given: Mapping[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
@@ -149,6 +166,12 @@ class ReIDDataModule(L.LightningDataModule):
         self._train_pixels: Pixels | None = None
         self._split_pixels: dict[str, Pixels] = {}
         self._offsets = torch.zeros(1, dtype=torch.long)
+
+    is_video = False  # VideoDataModule: tracklets, pooled from frames
+
+    def pooling_offsets(self, split: str) -> torch.Tensor | None:
+        """None: one feature per image, nothing to pool (`VideoDataModule` returns its tracklets' frame offsets)."""
+        return None
 
     @classmethod
     def from_data(cls, data: ReIDData, **kwargs: Any) -> ReIDDataModule:
@@ -253,15 +276,18 @@ class ReIDDataModule(L.LightningDataModule):
             raise ValueError(f"{data.name}: {n} training images < batch_size {self.batch_size} with drop_last=True "
                              "(no batch would be produced)")
         camids = torch.tensor([r.camid for r in data.train], dtype=torch.long)
-        if self.device_augment:  # uint8 batches; `augment_batch` runs after the transfer to the device
-            transforms: dict[str, Any] = {"batch_transform": KeepUint8()}
-        elif self.batched_augment:
-            transforms = {"batch_transform": self.train_batch_augment}
-        else:
-            transforms = {"transform": self.train_transform}
-        dataset = TrainDraws(self._pixels("train"), n, self._offsets, camids, **transforms)
+        dataset = TrainDraws(self._pixels("train"), n, self._offsets, camids, **self._train_transforms())
         sampler, size = self._sharded(EpochShuffle(n, self.seed), self.batch_size)
         return self._loader(dataset, size, sampler=sampler, drop_last=self.drop_last, seed_offset=1)
+
+    def _train_transforms(self) -> dict[str, Any]:
+        """The training draws' transform argument: per image, per batch, or none yet (`device_augment`: uint8
+        batches; `augment_batch` runs after the transfer to the device)."""
+        if self.device_augment:
+            return {"batch_transform": KeepUint8()}
+        if self.batched_augment:
+            return {"batch_transform": self.train_batch_augment}
+        return {"transform": self.train_transform}
 
     def camera_balanced_dataloader(self, batch_size: int | None = None) -> DataLoader:
         """Training draws as `train_dataloader` gives them, in camera-balanced batches (`CameraBalancedSampler`).
@@ -271,13 +297,7 @@ class ReIDDataModule(L.LightningDataModule):
         data = self._require_data()
         size = int(batch_size or self.batch_size)
         camids = torch.tensor([r.camid for r in data.train], dtype=torch.long)
-        if self.device_augment:
-            transforms: dict[str, Any] = {"batch_transform": KeepUint8()}
-        elif self.batched_augment:
-            transforms = {"batch_transform": self.train_batch_augment}
-        else:
-            transforms = {"transform": self.train_transform}
-        dataset = TrainDraws(self._pixels("train"), len(data.train), self._offsets, camids, **transforms)
+        dataset = TrainDraws(self._pixels("train"), len(data.train), self._offsets, camids, **self._train_transforms())
         # one process only (UGA refuses DDP, mprd.train.check_trainer): a batch is grouped by camera, so halving
         # it would hand each rank other cameras
         sampler = CameraBalancedSampler(camids, size, self.seed)
@@ -351,7 +371,11 @@ RUN_SETTINGS = ("audit_images",)  # data.* keys that `mprd.train` reads itself: 
 
 def instantiate_datamodule(cfg: Any, mean: Sequence[float], std: Sequence[float], camstyle: bool) -> ReIDDataModule:
     """`hydra.utils.instantiate(cfg.data)` given the dataset (`cfg.dataset`), the backbone's normalisation,
-    the resolved `camstyle` (data.camstyle may say auto) and the run's seed; unknown data.* keys are refused."""
+    the resolved `camstyle` (data.camstyle may say auto) and the run's seed; unknown data.* keys are refused.
+
+    `data._target_` defaults to the dataset config's `datamodule` (video datasets name
+    `mprd.data.video_datamodule.VideoDataModule`), else `ReIDDataModule`; `data.video` goes only to a class
+    that takes it."""
     from hydra.utils import get_class, instantiate
     from omegaconf import OmegaConf
 
@@ -359,7 +383,10 @@ def instantiate_datamodule(cfg: Any, mean: Sequence[float], std: Sequence[float]
     settings = {k: v for k, v in settings.items() if k not in RUN_SETTINGS}
     if "_target_" not in settings:
         raise ValueError("data._target_ is missing: the data config names its class (conf/data/default.yaml)")
-    check_arguments(get_class(settings["_target_"]), settings, "data")
+    target = get_class(settings["_target_"])
+    if "video" not in accepted_arguments(target):  # data.video applies to video data modules only
+        settings.pop("video", None)
+    check_arguments(target, settings, "data")
     ds = cfg.dataset
     return instantiate(
         settings,

@@ -90,3 +90,68 @@ class SplitImages(Dataset):
         rows = self.rows[torch.as_tensor(ks, dtype=torch.long)]
         return {"image": self.transform(self.pixels.many(rows)), "index": rows}
 
+
+
+# --------------------------------------------------------------------------------------------------- video
+def random_frames(offsets: torch.Tensor, index: torch.Tensor, count: int) -> torch.Tensor:
+    """(B, count) frame rows for the tracklets `index`: `count` frames drawn at random within each tracklet.
+
+    Tracklet t owns rows offsets[t] .. offsets[t+1]-1. One of n >= count frames gives `count` distinct frames
+    (uniform without replacement); a shorter one gives all its n frames plus count - n drawn with replacement.
+    Each row is sorted (temporal order). Uses the global torch RNG, as `TrainDraws.draw_rows` does.
+    """
+    start, n = offsets[index], offsets[index + 1] - offsets[index]
+    width = max(int(n.max()), count)
+    keys = torch.rand(index.shape[0], width)
+    keys[torch.arange(width)[None] >= n[:, None]] = 2.0  # past the tracklet's end: sorted last
+    pos = keys.argsort(dim=1)[:, :count]
+    extra = (torch.rand(index.shape[0], count) * n[:, None]).long()
+    pos = torch.where(torch.arange(count)[None] < n[:, None], pos, extra)
+    return start[:, None] + pos.sort(dim=1).values
+
+
+class TrackletDraws(Dataset):
+    """Video training draws: tracklet t → `frames` frames drawn at random within it (`random_frames`), augmented
+    frame by frame → ``{"image": (B, S, 3, H, W), "index": tracklet, "camid"}``; the module pools over S.
+
+    `pixels` holds every frame of the split, tracklet after tracklet (`offsets`, CSR). A DataLoader's sampler
+    gives the tracklet indices (a shuffle for training; a list of indices for perturbed views).
+    """
+
+    def __init__(self, pixels: Pixels, offsets: torch.Tensor, camids: torch.Tensor, frames: int,
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        if (transform is None) == (batch_transform is None):
+            raise ValueError("give exactly one of transform (per image) and batch_transform")
+        if frames < 1:
+            raise ValueError(f"frames per tracklet must be >= 1, got {frames}")
+        self.pixels, self.offsets, self.camids, self.frames = pixels, offsets, camids, int(frames)
+        self.transform, self.batch_transform = transform, batch_transform
+
+    def __len__(self) -> int:
+        return int(self.offsets.numel()) - 1
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        batch = self.__getitems__([i])
+        return {"image": batch["image"][0], "index": i, "camid": int(self.camids[i])}
+
+    def __getitems__(self, indices: Sequence[int]) -> Batch:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        rows = random_frames(self.offsets, index, self.frames).reshape(-1)
+        if self.batch_transform is not None:
+            images = self.batch_transform(self.pixels.many(rows))
+        else:
+            images = torch.stack([self.transform(self.pixels.one(int(r))) for r in rows.tolist()])  # type: ignore[misc]
+        return {"image": images.reshape(index.shape[0], self.frames, *images.shape[1:]), "index": index,
+                "camid": self.camids[index]}
+
+
+class SelectedFrames(SplitImages):
+    """Frames `rows` of a split, in that order → ``{"image", "index"}`` with index = position k in `rows`:
+    the order in which `core.video_evaluation.tracklet_features` pools them (and DDP's gather sorts them)."""
+
+    def __getitem__(self, k: int) -> dict[str, Any]:
+        return {**super().__getitem__(k), "index": k}
+
+    def __getitems__(self, ks: Sequence[int]) -> Batch:
+        return {**super().__getitems__(ks), "index": torch.as_tensor(list(ks), dtype=torch.long)}

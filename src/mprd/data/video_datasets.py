@@ -73,6 +73,7 @@ __all__ = [
     "load_mars",
     "load_mars_layout",
     "load_prid2011",
+    "load_synthetic_video",
     "load_video_dataset",
     "make_identity_splits",
     "resolve_video_root",
@@ -264,6 +265,12 @@ def load_mars_layout(
 def load_mars(root: str | Path, *, keep_junk: bool = False, min_seq_len: int = 0) -> VideoReIDData:
     """MARS: 6 cameras."""
     return load_mars_layout(root, "mars", keep_junk=keep_junk, min_seq_len=min_seq_len, num_cameras=6)
+
+
+def load_synthetic_video(root: str | Path, *, keep_junk: bool = False, min_seq_len: int = 0) -> VideoReIDData:
+    """The synthetic video preset (`ensure_synthetic(root, "video-small")`): the MARS layout, any camera count."""
+    return load_mars_layout(root, "synthetic_video", keep_junk=keep_junk, min_seq_len=min_seq_len,
+                            num_cameras=None)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -486,6 +493,7 @@ VIDEO_DATASETS: dict[str, Callable[..., VideoReIDData]] = {
     "dukemtmcvideoreid": load_dukemtmc_videoreid,
     "prid2011": load_prid2011,
     "ilidsvid": load_ilidsvid,
+    "synthetic_video": load_synthetic_video,
 }
 
 _VIDEO_OPTIONS = {
@@ -493,6 +501,7 @@ _VIDEO_OPTIONS = {
     "dukemtmcvideoreid": {"min_seq_len"},
     "prid2011": {"split_id", "seed", "min_seq_len", "split_file"},
     "ilidsvid": {"split_id", "seed", "min_seq_len", "split_file"},
+    "synthetic_video": {"keep_junk", "min_seq_len"},
 }
 
 # Names other codebases use (torchreid: mars, dukemtmcvidreid, prid2011, ilidsvid) -> ours.
@@ -501,6 +510,7 @@ VIDEO_ALIASES: dict[str, str] = {
     "dukemtmc-vidreid": "dukemtmcvideoreid", "dukevideo": "dukemtmcvideoreid", "duke-video": "dukemtmcvideoreid",
     "prid": "prid2011", "prid-2011": "prid2011", "prid_2011": "prid2011",
     "ilids-vid": "ilidsvid", "i-lids-vid": "ilidsvid", "ilids": "ilidsvid",
+    "synthetic-video": "synthetic_video",
 }
 
 _VIDEO_LAYOUTS: dict[str, tuple[str, ...]] = {
@@ -508,6 +518,7 @@ _VIDEO_LAYOUTS: dict[str, tuple[str, ...]] = {
     "dukemtmcvideoreid": DUKE_VIDEO_SPLITS,
     "prid2011": PRID2011.cameras,
     "ilidsvid": ILIDSVID.cameras,
+    "synthetic_video": ("bbox_train", "bbox_test", "info"),
 }
 
 # The official folder a root may hold (torchreid's layout): `dataset.root` may point at a folder above it.
@@ -517,6 +528,7 @@ VIDEO_OFFICIAL_FOLDERS: dict[str, tuple[str, ...]] = {
                           "dukemtmcvidreid/DukeMTMC-VideoReID", "dukemtmcvideoreid/DukeMTMC-VideoReID"),
     "prid2011": ("prid_2011", "prid2011/prid_2011", "PRID2011/prid_2011", "prid2011"),
     "ilidsvid": ("i-LIDS-VID", "ilids-vid/i-LIDS-VID", "ilidsvid/i-LIDS-VID", "iLIDS-VID/i-LIDS-VID"),
+    "synthetic_video": (),  # the data module passes the generated folder itself
 }
 
 

@@ -26,7 +26,7 @@ from mprd.core.config import RunContext
 from mprd.core.generator import PseudoLabelGenerator
 from mprd.core.neighbors import adaptive_knn, knn
 from mprd.core.positive_sets import PositiveSets
-from mprd.core.reid_module import eval_mode, progress
+from mprd.core.reid_module import eval_mode, progress, temporal_pool
 from mprd.methods.mprd.gcn import GCNBatch, GCNLearner, predict_pairs
 from mprd.methods.mprd.meta import draw_meta_identities, meta_mask
 from mprd.methods.mprd.pairs import (
@@ -272,7 +272,7 @@ def perturbed_features(module: Any, indices: Tensor) -> Tensor:
     row_of[indices] = torch.arange(indices.numel())
     with eval_mode(module):
         for batch in dm.perturbed_dataloader(indices.tolist()):
-            f = F.normalize(module.backbone(batch["image"].to(module.device)), dim=1)
+            f = F.normalize(temporal_pool(module.backbone, batch["image"].to(module.device)), dim=1)
             out[row_of[batch["index"].long()].to(module.device)] = f
     return out
 
