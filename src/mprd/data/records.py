@@ -14,6 +14,11 @@ class DatasetError(ValueError):
     """Bad dataset input; the message names the path or setting and says what was expected."""
 
 
+def split_counts(records: list, unit: str) -> dict[str, int]:
+    """{unit: records, "ids": distinct pids, "cameras": distinct cameras} of one split (images or tracklets)."""
+    return {unit: len(records), "ids": len({r.pid for r in records}), "cameras": len({r.camid for r in records})}
+
+
 @dataclass(frozen=True)
 class ImageRecord:
     """One image. `index` is its position in its split (for train: the memory slot)."""
@@ -43,17 +48,9 @@ class ReIDData:
     def statistics(self) -> dict[str, dict[str, int]]:
         """Images / identities / cameras per split (pid 0 and -1 count as identities in the gallery)."""
 
-        def stats(records: list[ImageRecord]) -> dict[str, int]:
-            return {
-                "images": len(records),
-                "ids": len({r.pid for r in records}),
-                "cameras": len({r.camid for r in records}),
-            }
-
+        stats = {split: split_counts(getattr(self, split), "images") for split in ("train", "query", "gallery")}
         return {
-            "train": stats(self.train),
-            "query": stats(self.query),
-            "gallery": stats(self.gallery),
+            **stats,
             "camstyle": {"images": sum(len(v) for v in self.camstyle.values()), "ids": 0, "cameras": 0},
         }
 
@@ -104,14 +101,9 @@ class VideoReIDData:
         """Tracklets / identities / cameras / frames per split (pid 0 and -1 count as identities)."""
 
         def stats(records: list[TrackletRecord]) -> dict[str, int]:
-            return {
-                "tracklets": len(records),
-                "ids": len({r.pid for r in records}),
-                "cameras": len({r.camid for r in records}),
-                "frames": sum(r.num_frames for r in records),
-            }
+            return {**split_counts(records, "tracklets"), "frames": sum(r.num_frames for r in records)}
 
-        return {"train": stats(self.train), "query": stats(self.query), "gallery": stats(self.gallery)}
+        return {split: stats(getattr(self, split)) for split in ("train", "query", "gallery")}
 
     @property
     def num_train(self) -> int:
