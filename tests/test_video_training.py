@@ -217,13 +217,6 @@ def test_a_video_dataset_config_instantiates_the_video_data_module(data_root) ->
         instantiate_datamodule(cfg, IMAGENET_MEAN, IMAGENET_STD, camstyle=True)
 
 
-@pytest.mark.parametrize("method", ["sslr", "uga"])
-def test_sslr_and_uga_refuse_video_at_start(data_root, tmp_path, method) -> None:
-    with pytest.raises(SettingsError, match=f"not wired for {method.upper()} yet"):
-        run(compose_cfg(data_root, *VIDEO, f"method={method}"), tmp_path / "run")
-    assert not (tmp_path / "run" / "metrics.json").exists()
-
-
 # ---------------------------------------------------------------------------------------------- end to end
 def _check_video_record(run_dir: Path, record: dict, num_train: int) -> None:
     saved = json.loads((run_dir / "metrics.json").read_text())

@@ -1,7 +1,8 @@
 """Which settings differ between runs averaged into one report cell (an ad-hoc run left in a runs folder).
 
 A run's config is the `config` that `mprd.train` stores in metrics.json, else its `.hydra/config.yaml`.
-Keys that may differ between seeds of one cell are ignored (`IGNORED`, and any key named `seed`).
+Keys that may differ between seeds of one cell are ignored (`IGNORED`, and any key named `seed`), and so is
+the identity split of PRID2011 / iLIDS-VID (`dataset.options.split_id`): a cell averages its splits like seeds.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Any
 # bookkeeping, paths and display: they never change what a run computes
 IGNORED = ("paths", "hydra", "logger", "run_name", "tags", "ckpt_path", "auto_resume", "skip_if_done", "debug",
            "dataset.root", "data.num_workers", "data.decode_cache_dir", "trainer.enable_progress_bar",
-           "trainer.enable_model_summary", "trainer.log_every_n_steps", "row", "artefact", "sweep")
+           "trainer.enable_model_summary", "trainer.log_every_n_steps", "row", "artefact", "sweep",
+           "dataset.options.split_id")
 
 
 def run_config(rec: Mapping[str, Any], metrics_path: Path) -> dict[str, Any] | None:

@@ -40,7 +40,7 @@ def camstyle_setting(cfg: Any) -> bool | None:
     value = _get(cfg, "data.camstyle", "auto")
     if str(value).lower() != "auto":
         return bool(value)
-    if str(_get(cfg, "dataset.datamodule", "")).endswith("VideoDataModule"):
+    if is_video_config(cfg):
         return False  # no video dataset has CamStyle copies
     return True if _get(cfg, "dataset.name") == "synthetic" else None
 
@@ -56,6 +56,26 @@ def _sslr_iterations(cfg: Any) -> int:
         return int(schedule["iterations"])
     rest = int(_get(cfg, "max_epochs", 0)) - int(schedule.get("stage0_epochs", 0))
     return max(rest, 0) // max(int(schedule.get("epochs_per_iteration", 1)), 1)
+
+
+UGA_VIDEO_PICK = "identities (one tracklet kept per person and camera)"
+UGA_VIDEO_ALL = "real tracklets (every tracklet its own class)"
+
+
+def is_video_config(cfg: Any) -> bool:
+    """The run trains on a video dataset (its config names the video data module)."""
+    return str(_get(cfg, "dataset.datamodule", "")).endswith("VideoDataModule")
+
+
+def supervision_label(cfg: Any) -> str | None:
+    """`method.supervision` (UGA's "intra-camera labels" on images); on video UGA learns from real tracklets,
+    and what it reads is how they are chosen (`method.video.tracklets`): the paper's MARS protocol keeps one per
+    (person, camera), picked with the identities; `all` reads none."""
+    if _get(cfg, "method.family") == "uga" and is_video_config(cfg):
+        return UGA_VIDEO_PICK if _get(cfg, "method.video.tracklets", "one_per_camera") == "one_per_camera" \
+            else UGA_VIDEO_ALL
+    value = _get(cfg, "method.supervision")
+    return str(value) if value else None
 
 
 def uses_besides_images(cfg: Any, camstyle: bool | None = None) -> list[str]:
@@ -83,8 +103,9 @@ def uses_besides_images(cfg: Any, camstyle: bool | None = None) -> list[str]:
     meta_gt = _get(cfg, "method.meta_ground_truth")
     if meta_gt and int(meta_gt.get("num_ids", 0)) > 0:
         uses.append(_meta_ids(int(meta_gt["num_ids"])))
-    if method.get("supervision"):
-        uses.append(str(method["supervision"]))
+    label = supervision_label(cfg)
+    if label:
+        uses.append(label)
     if family == "uga":
         uses.append("camera IDs (per-camera classifiers)")
     if family == "sslr" and float(_get(cfg, "method.similarity.lambda_c", 0.0)) > 0 and _sslr_iterations(cfg) > 0:

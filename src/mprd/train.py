@@ -40,7 +40,7 @@ from mprd.runfolder import (
     write_text_atomically,
 )
 from mprd.settings import SettingsError, validate_settings
-from mprd.supervision import uses_besides_images
+from mprd.supervision import supervision_label, uses_besides_images
 
 log = logging.getLogger("mprd.train")
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise
@@ -333,20 +333,6 @@ def prepare_folder(output_dir: Path, ckpt: Path | None, unreadable: list[tuple[P
             log.warning("kept the earlier %s as %s", path.name, keep_aside(path, str(int(path.stat().st_mtime))))
 
 
-VIDEO_FAMILIES_NOT_WIRED = ("sslr", "uga")  # their video rows (tracklet tables, real tracklets) come with issue 18
-
-
-def check_video_method(cfg: DictConfig, datamodule: Any) -> None:
-    """Refuse, before any data is generated or read, a method whose video training is not wired yet."""
-    family = cfg.method.get("family")
-    if getattr(datamodule, "is_video", False) and family in VIDEO_FAMILIES_NOT_WIRED:
-        raise SettingsError(
-            f"method={cfg.method.name} (family {family}) with the video dataset {cfg.dataset.name}: video training "
-            f"is not wired for {family.upper()} yet (its tracklet rows come with issue 18); the memory-trained rows "
-            "(single, super, knn, ss, mplp, mlcr, mprd, ...) train on tracklets"
-        )
-
-
 def warn_on_split_sizes(data: Any, options: dict[str, Any]) -> list[str]:
     """Log (as warnings) and return every split size that differs from the dataset's published numbers."""
     from mprd.data.datasets import check_statistics, expected_statistics
@@ -389,7 +375,6 @@ def _run(cfg: DictConfig, output_dir: Path, extra_callbacks: list[Any], main: bo
         freeze_bn=bool(cfg.backbone.get("freeze_bn", False)),
     )
     datamodule = build_datamodule(cfg, backbone.mean, backbone.std)
-    check_video_method(cfg, datamodule)
     datamodule.prepare_data()
     datamodule.setup("fit")
     stats = datamodule.data.statistics()
@@ -449,7 +434,7 @@ def _run(cfg: DictConfig, output_dir: Path, extra_callbacks: list[Any], main: bo
         "preset": cfg.get("preset_name"),
         "sweep": OmegaConf.to_container(cfg.sweep, resolve=True) if cfg.get("sweep") else None,
         "backbone": cfg.backbone.name,
-        "supervision": cfg.method.get("supervision"),  # e.g. UGA's "intra-camera labels", shown in reports
+        "supervision": supervision_label(cfg),  # e.g. UGA's "intra-camera labels", shown in reports
         "uses": uses_besides_images(cfg, resolve_camstyle(cfg)),  # the reports' "Uses besides images"
         "wall_time_s": wall_time,
         "wall_time_this_attempt_s": time.perf_counter() - t0,
@@ -462,6 +447,7 @@ def _run(cfg: DictConfig, output_dir: Path, extra_callbacks: list[Any], main: bo
         "diagnostics": getattr(model, "diag_history", []),
         "train_log": train_log,
         "dataset_statistics": stats,
+        **trained_on(datamodule, stats),
         "config": resolved_config(cfg, output_dir),  # a kept metrics.<time>.json keeps its own config
         "overrides": _hydra_overrides(),
     }
@@ -470,6 +456,13 @@ def _run(cfg: DictConfig, output_dir: Path, extra_callbacks: list[Any], main: bo
     log.info("final: %s", record["final"])
     finish_wandb(trainer, record)
     return record
+
+
+def trained_on(datamodule: Any, stats: dict[str, Any]) -> dict[str, Any]:
+    """`{"trained_on": train statistics}` when the method trained on part of the train split (UGA on MARS keeps
+    one tracklet per person and camera); empty otherwise."""
+    train = datamodule.data.statistics()["train"]
+    return {} if train == stats["train"] else {"trained_on": train}
 
 
 def _hydra_overrides() -> list[str] | None:

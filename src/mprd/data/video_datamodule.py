@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from mprd.data.datamodule import SPLITS, ReIDDataModule, _plain
 from mprd.data.decode import Pixels
 from mprd.data.items import SelectedFrames, TrackletDraws
 from mprd.data.records import DatasetError, TrackletRecord, VideoReIDData
-from mprd.data.samplers import EpochShuffle
+from mprd.data.samplers import CameraBalancedSampler, EpochShuffle
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,34 @@ class VideoDataModule(ReIDDataModule):
         return self._loader(dataset, size, sampler=sampler, drop_last=self.drop_last, seed_offset=1)
 
     def camera_balanced_dataloader(self, batch_size: int | None = None) -> DataLoader:
-        raise DatasetError(f"{self.name}: camera-balanced tracklet batches (UGA) are not wired for video yet")
+        """Tracklet draws in camera-balanced batches (UGA §4.2, `CameraBalancedSampler` over the train
+        tracklets' cameras): `batch_size` tracklets of S frames each, the same number of tracklets per camera."""
+        data = self._require_data()
+        size = int(batch_size or self.batch_size)
+        camids = torch.tensor([r.camid for r in data.train], dtype=torch.long)
+        sampler = CameraBalancedSampler(camids, size, self.seed)  # one process only, as for images
+        return self._loader(self._tracklet_draws(self._train_transforms()), size, sampler=sampler, drop_last=True,
+                            seed_offset=4)
+
+    def restrict_train(self, keep: Sequence[int]) -> None:
+        """Keep only the train tracklets at positions `keep` (UGA on MARS: one tracklet per person and camera),
+        re-indexed 0 .. len(keep) - 1 in their order; frame offsets and decoded frames follow. Call after
+        `setup` and before any loader is built."""
+        data = self._require_data()
+        rows = sorted({int(i) for i in keep})
+        if not rows or rows[0] < 0 or rows[-1] >= len(data.train):
+            raise ValueError(f"restrict_train: expected positions in [0, {len(data.train)}), got "
+                             f"{len(rows)} position(s) from {rows[:1]} to {rows[-1:]}")
+        old = self._frame_offsets["train"]
+        frames = torch.cat([torch.arange(int(old[i]), int(old[i + 1])) for i in rows])
+        self.data = replace(data, train=[replace(data.train[i], index=j) for j, i in enumerate(rows)])
+        self._frame_offsets["train"] = frame_offsets(self.data.train)
+        if self._train_pixels is not None:
+            pixels = self._train_pixels
+            cache = None if pixels.cache is None else pixels.cache[frames]
+            self._train_pixels = Pixels([pixels.paths[r] for r in frames.tolist()], pixels.size, cache)
+        log.info("%s: training on %d of %d train tracklets (%d frames)", data.name, len(rows), len(data.train),
+                 frames.numel())
 
     def perturbed_dataloader(self, indices: Sequence[int] | None = None, batch_size: int | None = None
                              ) -> DataLoader:

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from mprd.report.artefacts import ARTEFACTS, TABLE_ARTEFACTS
-from mprd.report.load import LABEL_KEYS, METRICS, SHOWN, load_paper
+from mprd.report.load import LABEL_KEYS, METRICS, PAPER_METRICS, SHOWN, load_paper
 from mprd.runconfig import settings_notes
 
 DELTA_METRICS = ("rank1", "mAP")
@@ -20,7 +20,7 @@ COLUMNS = (
     ["key", "x", "display", "in_paper", "literature", "uses", "n", "seeds", "presets", "commits"]
     + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
     + list(LABEL_KEYS)
-    + [f"paper_{m}" for m in SHOWN]
+    + [f"paper_{m}" for m in PAPER_METRICS]
     + [f"d_{a}_{m}" for a in ANCHORS for m in DELTA_METRICS]
     + ["d_untrained_mAP", "beats_untrained"]
 )
@@ -76,7 +76,7 @@ def _summary(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def _paper_values(entry: dict[str, Any] | None, ref: str | None) -> dict[str, float]:
     values = (entry or {}).get(ref) if ref else None
     values = values if isinstance(values, dict) else {}
-    return {f"paper_{m}": float(values[m]) if values.get(m) is not None else math.nan for m in SHOWN}
+    return {f"paper_{m}": float(values[m]) if values.get(m) is not None else math.nan for m in PAPER_METRICS}
 
 
 def _anchor_means(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -103,10 +103,12 @@ def _group_warnings(key: str, runs: Sequence[dict[str, Any]]) -> list[str]:
     presets = sorted({str(r["preset"]) for r in runs})
     if len(presets) > 1:
         notes.append(f"row {key} mixes presets {', '.join(presets)}")
-    seeds = pd.Series([r["seed"] for r in runs]).value_counts()
-    for seed, count in seeds[seeds > 1].items():
-        paths = ", ".join(str(r["path"]) for r in runs if r["seed"] == seed)
-        notes.append(f"row {key} has seed {seed} {count} times, all averaged ({paths})")
+    # a replicate is a (seed, identity split) pair: PRID2011 / iLIDS-VID rows average their splits like seeds
+    replicates = pd.Series([(r["seed"], r.get("split")) for r in runs], dtype=object).value_counts()
+    for (seed, split), count in replicates[replicates > 1].items():
+        paths = ", ".join(str(r["path"]) for r in runs if (r["seed"], r.get("split")) == (seed, split))
+        where = f"seed {seed}" if split is None else f"seed {seed} on split {split}"
+        notes.append(f"row {key} has {where} {count} times, all averaged ({paths})")
     return notes + settings_notes(key, runs)
 
 
@@ -153,6 +155,8 @@ def _aggregate_table(runs: list[dict], artefact: str, dataset: str, paper: dict[
         "caption": table.get("caption", ""),
         "paper_note": table.get("note", ""),
         "paper_metrics": list(table.get("metrics", SHOWN)),
+        # our columns: the usual four, plus any other metric the paper's table lists (Rank-20 of UGA Table 8)
+        "shown": [m for m in PAPER_METRICS if m in SHOWN or m in table.get("metrics", ())],
         "reference_dataset": ref,
         "param": None,
         "notes": [],

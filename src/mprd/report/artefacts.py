@@ -62,6 +62,10 @@ _TABLES = (
     Artefact("baselines", "Seed baselines (SSLR, UGA, MLCR) and other runs", "table",
              ("sslr/sslr_baseline", "sslr/sslr_global", "sslr/sslr_cce", "sslr/sslr",
               "uga/intra", "uga/noself", "uga/uga")),
+    Artefact("video", "Video re-ID: SSLR Table 2 and UGA Tables 4 and 8 (tracklets)", "table",
+             tuple(f"video/{r}" for r in ("sslr_baseline", "sslr", "uga_intra", "uga", "super")),
+             extra=("video/sslr_baseline", "video/super"),
+             only_datasets=("synthetic_video", "mars", "dukemtmcvideoreid", "prid2011", "ilidsvid")),
 )
 _MPRD_SWEEPS = (
     Artefact("fig4", "MPRD Figure 4: likelihood threshold μ of the GCN (Eq. 7)", "sweep", ("fig4/mprd",),

@@ -13,10 +13,12 @@ import yaml
 
 from mprd.runconfig import run_config
 
-METRICS = ("rank1", "rank5", "rank10", "mAP", "mINP")
+METRICS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
 SHOWN = ("rank1", "rank5", "rank10", "mAP")  # columns of the markdown (mINP stays in the CSV)
+PAPER_METRICS = ("rank1", "rank5", "rank10", "rank20", "mAP")  # a paper table may list any of these
 REQUIRED = ("rank1", "mAP")
-METRIC_NAMES = {"rank1": "Rank-1", "rank5": "Rank-5", "rank10": "Rank-10", "mAP": "mAP", "mINP": "mINP"}
+METRIC_NAMES = {"rank1": "Rank-1", "rank5": "Rank-5", "rank10": "Rank-10", "rank20": "Rank-20", "mAP": "mAP",
+                "mINP": "mINP"}
 LABEL_KEYS = {"pair_precision": "labels/pair_precision", "pair_recall": "labels/pair_recall"}
 DEFAULT_PAPER = Path(__file__).resolve().parents[3] / "experiments" / "paper_numbers.yaml"
 
@@ -114,8 +116,17 @@ def load_run(path: str | Path) -> dict[str, Any]:
         "initial": _initial(rec.get("initial"), path),
         "labels": labels,
         "uses": run_uses(rec, path),
-        "config": run_config(rec, path),  # to warn when one cell averages runs with different settings
+        "config": (config := run_config(rec, path)),  # to warn when one cell averages runs with different settings
+        "split": split_of(config),
     }
+
+
+def split_of(config: dict[str, Any] | None) -> int | None:
+    """The identity split of a PRID2011 / iLIDS-VID run (`dataset.options.split_id`); None elsewhere. A row's
+    runs over the 10 splits are averaged as seeds are."""
+    options = ((config or {}).get("dataset") or {}).get("options") or {}
+    value = options.get("split_id") if isinstance(options, dict) else None
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _initial(value: Any, path: Path) -> dict[str, float] | None:

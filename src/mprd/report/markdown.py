@@ -114,8 +114,9 @@ def _columns(df: pd.DataFrame) -> list[tuple[str, Any]]:
     if a["kind"] == "sweep":
         cols.append((PARAM_NAMES.get(a["param"], a["param"]), lambda r: _fmt_x(r["x"])))
     cols.append(("n", lambda r: int(r["n"])))
-    cols += [(METRIC_NAMES[m], lambda r, m=m: _fmt(r[f"{m}_mean"], r[f"{m}_std"])) for m in SHOWN]
-    if ref is not None and (a["kind"] == "table" or df[[f"paper_{m}" for m in SHOWN]].notna().any().any()):
+    shown = a.get("shown", SHOWN)
+    cols += [(METRIC_NAMES[m], lambda r, m=m: _fmt(r[f"{m}_mean"], r[f"{m}_std"])) for m in shown]
+    if ref is not None and (a["kind"] == "table" or df[[f"paper_{m}" for m in shown]].notna().any().any()):
         for m in a["paper_metrics"]:
             cols.append((f"Paper {METRIC_NAMES[m]}{suffix}", lambda r, m=m: _fmt(r[f"paper_{m}"])))
     for anchor, name in (("single", "Single"), ("super", "Super.")):

@@ -15,7 +15,14 @@ from torch import Tensor, nn
 from mprd.core.config import RunContext
 from mprd.core.memory import FeatureMemory
 from mprd.core.positive_sets import PositiveSets
-from mprd.core.reid_module import QueryGalleryEvaluation, eval_mode, log_epoch_timing, progress
+from mprd.core.reid_module import (
+    QueryGalleryEvaluation,
+    eval_mode,
+    log_epoch_timing,
+    pooling_offsets,
+    progress,
+    temporal_pool,
+)
 from mprd.methods.sslr.baseline import EmbeddingHead, instance_logits
 from mprd.methods.sslr.config import PART_DTYPES, SSLRConfig, config_from_method
 from mprd.methods.sslr.schedule import Schedule, lr_factor_fn
@@ -91,6 +98,9 @@ class SSLRModule(QueryGalleryEvaluation):
         """Eval-mode pass over the training set (test transform) -> (normalised pool-5 (N, C), normalised
         parts (N, p, C, stored as `similarity.part_dtype`) or None, normalised embedding (N, d))."""
         dm = self.trainer.datamodule
+        offsets = pooling_offsets(dm, "train")
+        if offsets is not None:
+            return self._extract_tracklet_features(parts, offsets)
         n, c = self.num_train, self.backbone.out_dim
         g = torch.zeros(n, c, device=self.device)
         emb = torch.zeros(n, self.table.features.shape[1], device=self.device)
@@ -105,6 +115,32 @@ class SSLRModule(QueryGalleryEvaluation):
                 if pf is not None:
                     pf[index] = part_features(fmap.float(), parts).to(part_dtype)
         return g, pf, emb
+
+    @torch.no_grad()
+    def _extract_tracklet_features(self, parts: int | None, offsets: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
+        """`extract_train_features` on video: a tracklet's pool-5 = the mean of its frames' pool-5 (as in
+        training, `temporal_pool`), its embedding = the head on that mean, its part features = the mean of its
+        frames' normalised part features, re-normalised (spec §6.12: "part features of a tracklet are the frame
+        average"). Accumulated per tracklet, so memory is O(tracklets), not O(frames)."""
+        dm = self.trainer.datamodule
+        offsets = offsets.to(self.device)
+        counts = (offsets[1:] - offsets[:-1]).float()
+        owner = torch.repeat_interleave(torch.arange(counts.numel(), device=self.device), (offsets[1:] - offsets[:-1]))
+        pool5_sum = torch.zeros(counts.numel(), self.backbone.out_dim, device=self.device)
+        part_sum = torch.zeros(counts.numel(), parts, self.backbone.out_dim, device=self.device) if parts else None
+        with eval_mode(self):
+            for batch in progress(dm.feature_dataloader("train"), "sslr tracklet features", self):
+                tracklet = owner[batch["index"].to(self.device)]
+                fmap, pool5 = self._trunk(batch["image"].to(self.device))
+                pool5_sum.index_add_(0, tracklet, pool5.float())
+                if part_sum is not None:
+                    part_sum.index_add_(0, tracklet, part_features(fmap.float(), parts))
+            pool5 = pool5_sum / counts[:, None]
+            emb = torch.cat([self.embed(chunk).float() for chunk in pool5.split(4096)])
+        pf = None
+        if part_sum is not None:
+            pf = F.normalize(part_sum, dim=2).to(PART_DTYPES[self.cfg.similarity.part_dtype])
+        return F.normalize(pool5, dim=1), pf, emb
 
     # ------------------------------------------------------------------------------------- lifecycle
     def on_fit_start(self) -> None:
@@ -169,7 +205,7 @@ class SSLRModule(QueryGalleryEvaluation):
     # -------------------------------------------------------------------------------------- training
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         x, index = batch["image"], batch["index"]
-        _, pool5 = self._trunk(x)
+        pool5 = temporal_pool(lambda frames: self._trunk(frames)[1], x)  # video: the mean of the S frames' pool-5
         clean = self.embed(pool5)
         v = self.dropout(clean)  # spec §6.1: normalise, then dropout, feeds Eq. 1 and the table
         logits = instance_logits(v, self.table.features, self.cfg.tau)

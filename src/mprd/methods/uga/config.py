@@ -57,6 +57,15 @@ class NoiseConfig:
 
 
 @dataclass
+class VideoConfig:
+    """Real tracklets (video datasets): which train tracklets UGA learns from (§4.1)."""
+
+    # one_per_camera = one tracklet per (person, camera) drawn at random, the rest dropped (UGA on MARS; reads
+    # identities) | all = every real tracklet its own class in its camera (no identity knowledge at all)
+    tracklets: str = "one_per_camera"
+
+
+@dataclass
 class OptimConfig:
     name: str = "adam"
     lr: float = 3.5e-4
@@ -77,6 +86,7 @@ class UGAConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
 
     # keys of method.* that are not UGA settings (read by train.py / reports)
     GENERIC = frozenset({"_target_", *DESCRIPTIVE_KEYS})
@@ -85,7 +95,8 @@ class UGAConfig:
     def from_method(cls, method: Mapping[str, Any]) -> UGAConfig:
         method = dict(method)
         sections = {"stages": StageConfig, "model": ModelConfig, "logits": LogitConfig, "cvg": CVGConfig,
-                    "loss": LossConfig, "optim": OptimConfig, "noise": NoiseConfig}
+                    "loss": LossConfig, "optim": OptimConfig, "noise": NoiseConfig,
+                    "video": VideoConfig}
         unknown = sorted(set(method) - set(sections) - cls.GENERIC)
         if unknown:
             raise ValueError(f"method: unknown key(s) {', '.join(unknown)} for family uga (expected "
@@ -120,6 +131,8 @@ class UGAConfig:
             (0.0 <= nz.mislabeling < 1.0,
              f"method.noise.mislabeling={nz.mislabeling}: expected a fraction of tracklets in [0, 1) (merging "
              "every tracklet leaves no tracklet to merge into)"),
+            (self.video.tracklets in ("one_per_camera", "all"),
+             f"method.video.tracklets={self.video.tracklets!r}: expected one_per_camera or all"),
             (self.stages.intra_epochs is None or self.stages.intra_epochs >= 1,
              f"method.stages.intra_epochs={self.stages.intra_epochs}: expected >= 1 or null"),
         ]

@@ -15,13 +15,13 @@ import torch
 from torch import Tensor, nn
 
 from mprd.core.config import RunContext
-from mprd.core.reid_module import QueryGalleryEvaluation, progress
+from mprd.core.reid_module import QueryGalleryEvaluation, pooling_offsets, progress
 from mprd.methods.uga.config import UGAConfig
 from mprd.methods.uga.cvg import CrossViewGraph, build_cvg, cvg_statistics
 from mprd.methods.uga.inter_camera import inter_camera_loss, tracklet_centres
 from mprd.methods.uga.intra_camera import branch_columns, class_logits, intra_camera_loss
 from mprd.methods.uga.model import UGAEncoder, embed_images
-from mprd.methods.uga.tracklets import tracklet_pids, tracklets_from_records
+from mprd.methods.uga.tracklets import one_tracklet_per_camera, tracklet_pids, tracklets_from_records
 
 
 def milestone_epochs(fractions: Sequence[float], length: int) -> list[int]:
@@ -102,9 +102,18 @@ class UGAModule(QueryGalleryEvaluation):
 
     @torch.no_grad()
     def extract_train_features(self) -> Tensor:
-        """φ of every training image (eval mode, test transform), record order, (N, D) unnormalised."""
-        loader = progress(self.trainer.datamodule.feature_dataloader("train"), "tracklet centres", self)
-        return embed_images(self.backbone, loader, self.tracklet_of_image.numel(), self.device)
+        """φ of every training image (eval mode, test transform), record order, (N, D) unnormalised; on video,
+        of every train tracklet: the mean of its frames' φ (`data.video.train_frames` of them; the UGA video
+        experiments set null = all frames, as the centres of Eq. 3 ask)."""
+        dm = self.trainer.datamodule
+        loader = progress(dm.feature_dataloader("train"), "tracklet centres", self)
+        offsets = pooling_offsets(dm, "train")
+        if offsets is None:
+            return embed_images(self.backbone, loader, self.tracklet_of_image.numel(), self.device)
+        from mprd.core.video_evaluation import tracklet_features
+
+        frames = embed_images(self.backbone, loader, int(offsets[-1]), self.device)
+        return tracklet_features(frames, offsets.to(self.device), normalize=False)
 
     @torch.no_grad()
     def transition(self) -> None:
@@ -144,6 +153,9 @@ class UGAModule(QueryGalleryEvaluation):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         x, index = batch["image"], batch["index"]
         tracklet = self.tracklet_of_image[index]
+        if x.dim() == 5:  # video: (B, S) frames of B real tracklets, each frame a sample of its tracklet's class
+            tracklet = tracklet.repeat_interleave(x.shape[1])
+            x = x.flatten(0, 1)
         feats = self.backbone(x)
         lg = self.config.logits
         if self.stage == 1:
@@ -227,8 +239,11 @@ def build_module(run: RunContext, **method: Any) -> UGAModule:
     module; `method.*` is checked by `UGAConfig.from_method`."""
     cfg, datamodule, backbone = run.cfg, run.datamodule, run.backbone
     config = UGAConfig.from_method(method)
+    video = bool(getattr(datamodule, "is_video", False))
+    if video:
+        _restrict_video_tracklets(datamodule, config, int(cfg.seed))
     records = datamodule.data.train
-    tracklet, camera = tracklets_from_records(records, seed=int(cfg.seed), noise=config.noise)
+    tracklet, camera = tracklets_from_records(records, seed=int(cfg.seed), noise=config.noise, real=video)
     # UGA's batches hold the same number of images per camera (§4.2); Lightning takes the data module's
     # train_dataloader, so this instance's loader is pointed at the camera-balanced one
     datamodule.train_dataloader = functools.partial(datamodule.camera_balanced_dataloader)
@@ -243,3 +258,18 @@ def build_module(run: RunContext, **method: Any) -> UGAModule:
         seed=int(cfg.seed),
         diagnostic_pids=tracklet_pids(records, tracklet),
     )
+
+
+def _restrict_video_tracklets(datamodule: Any, config: UGAConfig, seed: int) -> None:
+    """Real tracklets (§4.1): with `method.video.tracklets=one_per_camera` (the paper's MARS protocol), one
+    tracklet per (person, camera) drawn at random, the others dropped from training; a no-op on PRID2011 and
+    iLIDS-VID, which hold one per person and camera."""
+    if config.noise.duplication > 0:
+        raise ValueError(f"method.noise.duplication={config.noise.duplication} on the video dataset "
+                         f"{datamodule.name}: ID duplication splits a tracklet's images, which real tracklets "
+                         "(the training unit on video) do not allow; use method.noise.mislabeling only")
+    records = datamodule.data.train
+    if config.video.tracklets == "one_per_camera":
+        keep = one_tracklet_per_camera(records, seed)
+        if len(keep) < len(records):
+            datamodule.restrict_train(keep)

@@ -9,12 +9,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mprd.data.records import DatasetError, ImageRecord
+from mprd.data.records import DatasetError, ImageRecord, TrackletRecord
 from mprd.methods.uga.config import NoiseConfig
 
 
-def tracklets_from_records(records: Sequence[ImageRecord], seed: int = 0,
-                           noise: NoiseConfig | None = None) -> tuple[Tensor, Tensor]:
+def tracklets_from_records(records: Sequence[ImageRecord] | Sequence[TrackletRecord], seed: int = 0,
+                           noise: NoiseConfig | None = None, real: bool = False) -> tuple[Tensor, Tensor]:
     """Group images into per-camera "tracklets": all images of one pid in one camera (UGA §4.1, TAUDL/UTAL).
 
     This uses ground-truth identities *within* each camera (intra-camera labels), never across cameras.
@@ -22,20 +22,25 @@ def tracklets_from_records(records: Sequence[ImageRecord], seed: int = 0,
     camera (ascending camid) and, inside a camera, in a seeded random order (the paper's "unique random
     pseudo label"), so ids carry no identity order. `noise` (UGA Table 6) merges, then splits, a fraction of
     each camera's tracklets (`noisy_tracklets`); inactive noise is the identity. Real tracklets (video
-    datasets) can replace this function.
+    datasets) are the units themselves with `real=True`: every record is its own tracklet (pids are not read).
     """
     if len(records) == 0:
         raise ValueError("tracklets_from_records: no records (the train split is empty)")
-    pid = np.fromiter((r.pid for r in records), dtype=np.int64, count=len(records))
     cam = np.fromiter((r.camid for r in records), dtype=np.int64, count=len(records))
-    bad = np.flatnonzero(pid < 0)
-    if bad.size:
-        r = records[int(bad[0])]
-        raise DatasetError(f"tracklets_from_records: train image {r.path} has pid {r.pid}; UGA's tracklets need a "
-                           "non-negative identity for every training image (junk/distractors belong to test splits)")
-    unit = pid
+    if real:  # each record is one real tracklet, its own group: no identity is read
+        owner = np.arange(len(records), dtype=np.int64)
+    else:
+        owner = np.fromiter((r.pid for r in records), dtype=np.int64, count=len(records))
+        bad = np.flatnonzero(owner < 0)
+        if bad.size:
+            r = records[int(bad[0])]
+            where = f"image {r.path}" if isinstance(r, ImageRecord) else f"tracklet of {r.paths[0]}"
+            raise DatasetError(f"tracklets_from_records: train {where} has pid {r.pid}; UGA's tracklets need "
+                               "a non-negative identity for every training image (junk/distractors belong to test "
+                               "splits)")
+    unit = owner
     if noise is not None and noise.active:
-        clean, group = np.unique(np.stack([cam, pid], 1), axis=0, return_inverse=True)
+        clean, group = np.unique(np.stack([cam, owner], 1), axis=0, return_inverse=True)
         unit = noisy_tracklets(group.reshape(-1), clean[:, 0], noise, seed)
     pairs, inverse = np.unique(np.stack([cam, unit], 1), axis=0, return_inverse=True)  # sorted by (cam, unit)
     random_key = np.random.default_rng(seed).permutation(len(pairs))
@@ -43,6 +48,21 @@ def tracklets_from_records(records: Sequence[ImageRecord], seed: int = 0,
     rank = np.empty(len(pairs), dtype=np.int64)
     rank[order] = np.arange(len(pairs))
     return torch.from_numpy(rank[inverse.reshape(-1)]), torch.from_numpy(pairs[order, 0].copy())
+
+
+def one_tracklet_per_camera(records: Sequence[TrackletRecord], seed: int = 0) -> list[int]:
+    """UGA on MARS (§4.1): "we randomly sample one tracklet for a person in one camera" -> the positions of the
+    kept train tracklets, ascending; the others are dropped. Reads the identities (the choice needs to know
+    which tracklets share a person), seeded by the run's seed on a stream of its own."""
+    if len(records) == 0:
+        raise ValueError("one_tracklet_per_camera: no records (the train split is empty)")
+    pid = np.fromiter((r.pid for r in records), dtype=np.int64, count=len(records))
+    cam = np.fromiter((r.camid for r in records), dtype=np.int64, count=len(records))
+    key = np.random.default_rng([int(seed), 0x4D415253]).permutation(len(records))  # "MARS"
+    order = np.lexsort((key, cam, pid))  # by (pid, camera), random inside each pair
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = (pid[order[1:]] != pid[order[:-1]]) | (cam[order[1:]] != cam[order[:-1]])
+    return sorted(order[first].tolist())
 
 
 def _round_half_up(x: np.ndarray) -> np.ndarray:
