@@ -69,7 +69,14 @@ comma := ,
 empty :=
 space := $(empty) $(empty)
 SEED_LIST := $(subst $(space),$(comma),$(strip $(SEEDS)))
-RUNS = $(RESULTS)/runs/$(1)-$(DATASET)
+# A preset other than the standard ones (cpu, cpu_real, paper) gets its own runs folder and report directory,
+# so `PRESET=cpu_long` neither skips the cpu rows (skip_if_done) nor mixes with them in a report:
+# runs/<artefact>-<dataset>-<preset>/ and experiments/results/<preset>/<artefact>-<dataset>.md. Reports read
+# only the runs of PRESET (--preset).
+STANDARD_PRESETS := cpu cpu_real paper
+PRESET_TAG = $(if $(filter $(STANDARD_PRESETS),$(PRESET)),,-$(PRESET))
+RUNS = $(RESULTS)/runs/$(1)-$(DATASET)$(PRESET_TAG)
+OUT = $(RESULTS)$(if $(PRESET_TAG),/$(PRESET))
 # JOBS: runs in parallel on this machine (joblib launcher, one thread each). On the CPU presets two
 # one-thread runs use 2 cores better than one two-thread run (docs/presets.md); LAUNCHER=... overrides it.
 JOBS ?= $(if $(filter cpu cpu_real cpu_long,$(PRESET)),2,1)
@@ -94,7 +101,7 @@ SWEEP_META_IDS ?= $(call registry,values sweep-meta-ids method.meta.num_ids)
 define multirun
 	$(TRAIN) --multirun seed=$(SEED_LIST) experiment=$(2) $(call COMMON,$(1)) artefact=$(1) \
 		hydra.sweep.dir=$(call RUNS,$(1)) 'hydra.sweep.subdir=$(3)' $(4)
-	$(BIN)/python -m mprd.report $(1) --runs $(call RUNS,$(1)) --dataset $(DATASET) --out $(RESULTS) $(if $(WANDB),--wandb)
+	$(BIN)/python -m mprd.report $(1) --runs $(call RUNS,$(1)) --dataset $(DATASET) --preset $(PRESET) --out $(OUT) $(if $(WANDB),--wandb)
 endef
 
 reproduce-table1: $(STAMP) ## Table 1: the 8 pseudo-label rows (Super ... Single) + report
@@ -120,7 +127,7 @@ sweep-meta-ids: $(STAMP) ## Sweep the number of meta identities (0, 1, 3, 5, 10,
 
 ARTEFACT ?= table1
 report: $(STAMP) ## Rebuild a report from metrics.json files alone: make report ARTEFACT=table1 [DATASET=..] [WANDB=1]
-	$(BIN)/python -m mprd.report $(ARTEFACT) --runs $(call RUNS,$(ARTEFACT)) --dataset $(DATASET) --out $(RESULTS) $(if $(WANDB),--wandb)
+	$(BIN)/python -m mprd.report $(ARTEFACT) --runs $(call RUNS,$(ARTEFACT)) --dataset $(DATASET) --preset $(PRESET) --out $(OUT) $(if $(WANDB),--wandb)
 
 # one report for the seed baselines: whichever of these folders exist
 BASELINE_RUNS = $(call RUNS,sslr) $(call RUNS,uga)
@@ -132,7 +139,7 @@ UGA_ROWS ?= $(call registry,rows baselines uga)
 reproduce-sslr: $(STAMP) ## SSLR ablation rows (baseline, w/o part and CCE, w/o part, full) + report
 	$(TRAIN) --multirun seed=$(SEED_LIST) experiment=$(addprefix sslr/,$(subst $(comma),$(comma)sslr/,$(SSLR_ROWS))) \
 		$(call COMMON,sslr) hydra.sweep.dir=$(call RUNS,sslr) 'hydra.sweep.subdir=$${row}-seed$${seed}'
-	$(BIN)/python -m mprd.report baselines --runs $(BASELINE_RUNS) --dataset $(DATASET) --out $(RESULTS)
+	$(BIN)/python -m mprd.report baselines --runs $(BASELINE_RUNS) --dataset $(DATASET) --preset $(PRESET) --out $(OUT)
 
 # SSLR Fig. 4(b)-(f): one multirun of experiment sslr/sweep per parameter, then its sweep report (md/csv/png).
 # $(1) artefact suffix, $(2) key of the `sweep` field, $(3) config key, $(4) comma-separated values
@@ -165,7 +172,7 @@ sweep-sslr-parts: $(STAMP) ## SSLR Fig. 4(f): number of parts p of Eq. 5 (SSLR_P
 reproduce-uga: $(STAMP) ## UGA rows uga_intra, uga_noself, uga (UGA_ROWS=...; intra-camera labels; its Tables 4-5) + report
 	$(TRAIN) --multirun seed=$(SEED_LIST) experiment=$(addprefix uga/,$(subst $(comma),$(comma)uga/,$(UGA_ROWS))) \
 		$(call COMMON,uga) hydra.sweep.dir=$(call RUNS,uga) 'hydra.sweep.subdir=$${row}-seed$${seed}'
-	$(BIN)/python -m mprd.report baselines --runs $(BASELINE_RUNS) --dataset $(DATASET) --out $(RESULTS)
+	$(BIN)/python -m mprd.report baselines --runs $(BASELINE_RUNS) --dataset $(DATASET) --preset $(PRESET) --out $(OUT)
 
 # UGA Table 3 (full UGA at each CVG threshold lambda) and Table 6 (stage 1 on noisy tracklets: ID duplication,
 # then mislabeling; both curves start at the clean rate 0), each a sweep report (md/csv/png)
@@ -185,7 +192,7 @@ sweep-uga-lambda: $(STAMP) ## UGA Table 3: full UGA over lambda (UGA_LAMBDA_VALU
 sweep-uga-noise: $(STAMP) ## UGA Table 6: stage 1 on noisy tracklets (UGA_DUPLICATION_RATES, UGA_MISLABELING_RATES) + report
 	$(call uga_noise_multirun,duplication,$(UGA_DUPLICATION_RATES))
 	$(call uga_noise_multirun,mislabeling,$(UGA_MISLABELING_RATES))
-	$(BIN)/python -m mprd.report sweep-uga-noise --runs $(call RUNS,sweep-uga-noise) --dataset $(DATASET) --out $(RESULTS) $(if $(WANDB),--wandb)
+	$(BIN)/python -m mprd.report sweep-uga-noise --runs $(call RUNS,sweep-uga-noise) --dataset $(DATASET) --preset $(PRESET) --out $(OUT) $(if $(WANDB),--wandb)
 
 UGA_CURVE_RUN ?= $(call RUNS,uga)/uga_intra-seed$(firstword $(SEEDS))
 uga-cvg-curve: $(STAMP) ## UGA Fig. 4: CVG edge precision/recall vs lambda, +- mutual NN, of one run (UGA_CURVE_RUN=folder)
@@ -228,7 +235,7 @@ reproduce-video: $(STAMP) ## Video rows: SSLR, UGA intra and full, Super on trac
 	$(call video_multirun,$(VIDEO_SSLR),$(if $(VIDEO_GPU),max_epochs=130))
 	$(call video_multirun,$(VIDEO_UGA),$(if $(VIDEO_GPU),max_epochs=160))
 	$(call video_multirun,$(filter-out $(VIDEO_SSLR) $(VIDEO_UGA),$(VIDEO_WORDS)))
-	$(BIN)/python -m mprd.report video --runs $(call RUNS,video) --dataset $(DATASET) --out $(RESULTS) $(if $(WANDB),--wandb)
+	$(BIN)/python -m mprd.report video --runs $(call RUNS,video) --dataset $(DATASET) --preset $(PRESET) --out $(OUT) $(if $(WANDB),--wandb)
 
 .PHONY: help install lint test test-all synthetic smoke train report reproduce-table1 reproduce-sslr reproduce-uga reproduce-table3 reproduce-table2 reproduce-fig4 reproduce-video \
 	sweep-mu sweep-k sweep-delta sweep-meta-ids

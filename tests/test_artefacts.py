@@ -93,3 +93,35 @@ def test_command_line_overrides_the_registry_defaults():
     assert _arg(argv, "experiment") == "table1/mprd,table1/single"
     (argv,) = _make_dry_run("reproduce-fig4", "MU_VALUES=0.3,0.5")
     assert _arg(argv, "method.mu") == "0.3,0.5"
+
+
+def _report_argv(target: str, *variables: str) -> list[str]:
+    out = subprocess.run(["make", "-n", "-W", ".venv/.installed", target, *variables], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout
+    (line,) = [ln for ln in out.splitlines() if "-m mprd.report" in ln]
+    return shlex.split(line)
+
+
+@pytest.mark.parametrize(("preset", "folder", "out"), [
+    ("cpu", "table1-synthetic", "experiments/results"),
+    ("cpu_long", "table1-synthetic-cpu_long", "experiments/results/cpu_long"),
+])
+def test_a_non_standard_preset_has_its_own_runs_folder_and_report(preset, folder, out):
+    """PRESET=cpu_long must neither skip the cpu rows' finished runs nor be reported together with them."""
+    (argv,) = _make_dry_run("reproduce-table1", f"PRESET={preset}")
+    assert _arg(argv, "hydra.sweep.dir") == f"experiments/results/runs/{folder}" and _arg(argv, "preset") == preset
+    report = _report_argv("reproduce-table1", f"PRESET={preset}")
+    assert report[report.index("--runs") + 1] == f"experiments/results/runs/{folder}"
+    assert report[report.index("--preset") + 1] == preset and report[report.index("--out") + 1] == out
+
+
+def test_reproduce_video_runs_each_family_with_its_schedule():
+    sslr, uga, other = _make_dry_run("reproduce-video", "SEEDS=0 1")
+    assert [_arg(a, "experiment") for a in (sslr, uga, other)] == ["video/sslr", "video/uga_intra,video/uga",
+                                                                    "video/sslr_baseline,video/super"]
+    assert all(_arg(a, "dataset") == "synthetic_video" and _arg(a, "preset") == "cpu" for a in (sslr, uga, other))
+    assert not any(a.startswith("max_epochs=") for a in sslr + uga)  # the cpu preset's own schedule
+    gpu = _make_dry_run("reproduce-video", "VIDEO_DATASET=prid2011", "DATA_ROOT=/data/prid")
+    assert [_arg(a, "max_epochs") for a in gpu[:2]] == ["130", "160"] and _arg(gpu[0], "preset") == "paper"
+    assert all(_arg(a, "dataset.options.split_id") == "0,1,2,3,4,5,6,7,8,9" for a in gpu)
+    assert "-split${dataset.options.split_id}-" in _arg(gpu[0], "hydra.sweep.subdir")
