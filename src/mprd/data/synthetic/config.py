@@ -49,6 +49,10 @@ class SyntheticConfig:
     distractors_per_test_id: float = 2793 / 750  # Market: pid 0, detector false alarms
     junk_per_test_id: float = 3819 / 750  # Market: pid -1, badly aligned boxes of real ids
     camstyle: bool = True
+    # backdrop of a CamStyle copy: target = the style camera's scene (the default since the first version) |
+    # source = the capture camera's scene passed through the style camera's colour and optics, which is what a
+    # CycleGAN copy keeps (its background geometry; docs/synthetic.md, "CamStyle backdrop")
+    camstyle_backdrop: str = "target"
     # -- look-alikes
     palette_skew: float = 1.0  # exponent on palette weights: > 1 makes common (dark) colours more common
     colour_jitter: float = 9.0  # per-identity RGB jitter around the palette colour
@@ -89,11 +93,16 @@ class SyntheticConfig:
             problems.append(f"max_blur must be in [0, 0.8] stored pixels, got {self.max_blur}")
         if not 0 <= self.low_res_cameras <= self.num_cameras:
             problems.append("low_res_cameras must be in 0..num_cameras")
+        if self.camstyle_backdrop not in ("target", "source"):
+            problems.append(f"camstyle_backdrop must be 'target' or 'source', got {self.camstyle_backdrop!r}")
         if problems:
             raise ValueError("SyntheticConfig: " + "; ".join(problems))
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        if out["camstyle_backdrop"] == "target":  # added later: left out at its default, so cached copies stay valid
+            del out["camstyle_backdrop"]
+        return out
 
     def digest(self) -> str:
         """Hash of the config and generator version: a cached copy is reused only when it matches."""

@@ -205,9 +205,10 @@ def render_styles(plan: Plan, shot: Shot, styles: Sequence[int]) -> list[np.ndar
     folds = Image.fromarray(fold.copy()).resize((w, h), Image.BICUBIC)
     fg_rgb = fg[..., :3] * light * (1.0 + 0.1 * np.asarray(folds, np.float32))[..., None]
     out = []
+    source_backdrop = plan.config.camstyle_backdrop == "source"
     for st in styles:
         sty = plan.cameras[st]
-        bg = plan.scene(st).transform((w, h), Image.AFFINE, scene_data, resample=Image.BILINEAR,
+        bg = plan.scene(shot.cam if source_backdrop else st).transform((w, h), Image.AFFINE, scene_data, resample=Image.BILINEAR,
                                       fillcolor=(120, 120, 120))
         arr = np.asarray(bg, np.float32) * (1.0 - alpha) + fg_rgb
         if k > 1 or sty.resolution < 1.0:  # average down, then (low-resolution camera) back up
