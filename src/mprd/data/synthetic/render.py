@@ -208,8 +208,8 @@ def render_styles(plan: Plan, shot: Shot, styles: Sequence[int]) -> list[np.ndar
     source_backdrop = plan.config.camstyle_backdrop == "source"
     for st in styles:
         sty = plan.cameras[st]
-        bg = plan.scene(shot.cam if source_backdrop else st).transform((w, h), Image.AFFINE, scene_data, resample=Image.BILINEAR,
-                                      fillcolor=(120, 120, 120))
+        scene = plan.scene(shot.cam if source_backdrop else st)
+        bg = scene.transform((w, h), Image.AFFINE, scene_data, resample=Image.BILINEAR, fillcolor=(120, 120, 120))
         arr = np.asarray(bg, np.float32) * (1.0 - alpha) + fg_rgb
         if k > 1 or sty.resolution < 1.0:  # average down, then (low-resolution camera) back up
             small = (max(8, round(IMAGE_W * sty.resolution)), max(16, round(IMAGE_H * sty.resolution)))
