@@ -76,6 +76,8 @@ def tracklet_centres_of(cfg: Any, checkpoint: Path | None, device: str) -> tuple
     datamodule = build_datamodule(cfg, backbone.mean, backbone.std)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    if getattr(datamodule, "is_video", False):
+        raise SystemExit(f"uga_cvg_curve.py: {cfg.dataset.name} is a video dataset; the curve is wired for images only")
     records = datamodule.data.train
     tracklet, camera = tracklets_from_records(records, seed=int(cfg.seed))
     feats = embed_images(encoder, datamodule.feature_dataloader("train"), len(records), device).cpu()

@@ -19,10 +19,11 @@ from mprd.data.records import DatasetError, TrackletRecord
 from mprd.data.video_datamodule import VideoDataModule
 from mprd.methods.sslr.module import SSLRModule
 from mprd.methods.sslr.similarity import part_features
-from mprd.methods.uga.config import UGAConfig
+from mprd.methods.uga.config import NoiseConfig, UGAConfig
+from mprd.methods.uga.inter_camera import tracklet_centres
 from mprd.methods.uga.model import UGAEncoder
 from mprd.methods.uga.module import UGAModule
-from mprd.methods.uga.tracklets import one_tracklet_per_camera, tracklets_from_records
+from mprd.methods.uga.tracklets import one_tracklet_per_camera, tracklet_pids, tracklets_from_records
 from mprd.supervision import UGA_VIDEO_ALL, UGA_VIDEO_PICK, supervision_label, uses_besides_images
 from mprd.train import run
 from tests.conftest import compose_cfg
@@ -52,16 +53,29 @@ def test_one_tracklet_per_camera_keeps_one_per_person_and_camera_at_random() -> 
         one_tracklet_per_camera([], 0)
 
 
-def test_real_tracklets_are_classes_of_their_own_numbered_camera_by_camera() -> None:
-    records = [_record(i, p, c) for i, (p, c) in enumerate(PAIRS)] + [_record(8, -1, 2)]
+def test_real_tracklets_label_their_frames_each_record_a_class_of_its_own() -> None:
+    records = [_record(i, p, c) for i, (p, c) in enumerate(PAIRS)] + [_record(8, -1, 2)]  # 2 frames each
     tracklet, camera = tracklets_from_records(records, seed=5, real=True)
-    assert sorted(tracklet.tolist()) == list(range(9))  # no two records share a class, pids are not read
-    assert [int(camera[t]) for t in tracklet.tolist()] == [r.camid for r in records]
+    assert tracklet.shape == (18,)  # one id per frame, record then frame order
+    assert torch.equal(tracklet[0::2], tracklet[1::2])  # a record's frames share its class
+    assert sorted(tracklet[0::2].tolist()) == list(range(9))  # no two records share one; pids are not read
+    assert [int(camera[t]) for t in tracklet[0::2].tolist()] == [r.camid for r in records]
     assert camera.tolist() == sorted(camera.tolist())  # camera by camera
+    assert tracklet_pids(records, tracklet)[tracklet[0]] == 1 and tracklet_pids(records, tracklet)[tracklet[16]] == -1
     grouped, _ = tracklets_from_records(records[:8], seed=5)  # images: grouped by (pid, camera)
     assert grouped[0] == grouped[1] == grouped[4] and grouped[2] == grouped[5]
-    with pytest.raises(DatasetError, match="pid -1"):
+    with pytest.raises(DatasetError, match="tracklet of f8a.jpg has pid -1"):
         tracklets_from_records(records, seed=5)
+
+
+def test_noise_on_real_tracklets_merges_records_and_deals_frames_out() -> None:
+    records = [TrackletRecord(paths=tuple(f"r{i}f{j}.jpg" for j in range(4)), pid=i, camid=i % 2, index=i)
+               for i in range(10)]
+    split, _ = tracklets_from_records(records, seed=1, noise=NoiseConfig(duplication=1.0), real=True)
+    assert all(len(set(split[4 * i: 4 * i + 4].tolist())) == 2 for i in range(10))  # every tracklet in 2 labels
+    merged, camera = tracklets_from_records(records, seed=1, noise=NoiseConfig(mislabeling=0.4), real=True)
+    assert len(set(merged.tolist())) == 6 and all(len(set(merged[4 * i: 4 * i + 4].tolist())) == 1 for i in range(10))
+    assert [int(camera[merged[4 * i]]) for i in range(10)] == [i % 2 for i in range(10)]  # merges stay in a camera
 
 
 # ---------------------------------------------------------------------------------------------- data module
@@ -98,17 +112,21 @@ def test_restrict_train_keeps_the_chosen_tracklets_with_their_frames(video_root)
         dm.restrict_train([3])
 
 
-def test_camera_balanced_tracklet_batches(video_root) -> None:
+def test_camera_balanced_frame_batches(video_root) -> None:
+    """UGA on video classifies frames: camera-balanced batches of train frames, an epoch = one pass over them."""
     dm = _module(video_root)
+    dm.restrict_train([0, 3, 5, 8, 13, 21, 34])
     cams = sorted({r.camid for r in dm.data.train})
-    loader = dm.camera_balanced_dataloader(batch_size=len(cams) + 1)
-    batches = list(loader)
-    assert len(batches) == len(dm.data.train) // (len(cams) + 1)
+    frame_cams = torch.tensor([r.camid for r in dm.data.train for _ in r.paths])
+    size = 2 * len(cams)
+    batches = list(dm.camera_balanced_dataloader(batch_size=size))
+    assert len(batches) == frame_cams.numel() // size
+    cache = dm._pixels("train").cache
     for batch in batches:
-        assert batch["image"].shape == (len(cams) + 1, 4, 3, 32, 16)  # tracklets x S frames
-        counts = torch.bincount(batch["camid"], minlength=max(cams) + 1)[cams]
-        assert sorted(counts.tolist()) == [1] * (len(cams) - 1) + [2]  # one each, the extra one rotates
-        assert batch["camid"].tolist() == [dm.data.train[i].camid for i in batch["index"].tolist()]
+        assert batch["image"].shape == (size, 3, 32, 16)
+        assert torch.bincount(batch["camid"], minlength=max(cams) + 1)[cams].tolist() == [2] * len(cams)
+        assert torch.equal(batch["camid"], frame_cams[batch["index"]])  # index = the frame row
+    assert cache.shape[0] == frame_cams.numel()
 
 
 # ------------------------------------------------------------------------------------------- tracklet features
@@ -151,19 +169,25 @@ def test_sslr_tracklet_features_pool_the_frames(video_root) -> None:
     assert module.training is False  # eval_mode restores the mode the module was in
 
 
-def test_uga_centres_on_video_are_means_over_every_frame(video_root) -> None:
-    dm = _module(video_root, video={"train_frames": None})
+@pytest.mark.parametrize("train_frames", [None, 2])
+def test_uga_centre_features_on_video_are_the_frames_of_the_pass_with_their_tracklets(video_root, train_frames) -> None:
+    dm = _module(video_root, video={"train_frames": train_frames})
     records = dm.data.train
     tracklet, camera = tracklets_from_records(records, real=True)
     encoder = UGAEncoder(_tiny_backbone(), "embed", 6, 0.5)
     module = UGAModule(encoder, tracklet, camera, config=UGAConfig(), max_epochs=2)
     _attach(module, dm)
-    feats = module.extract_train_features()
-    assert feats.shape == (len(records), 6)
+    feats, owners = module.extract_train_features()
+    frames = [min(r.num_frames, train_frames or r.num_frames) for r in records]
+    assert feats.shape == (sum(frames), 6) and owners.shape == (sum(frames),)
+    centres = tracklet_centres(feats, owners, int(camera.numel()))
     encoder.eval()
+    start = np.cumsum([0, *[r.num_frames for r in records]])
     with torch.no_grad():
         for t in (0, 11, len(records) - 1):
-            torch.testing.assert_close(feats[t], encoder(_frames(dm, records[t], None)).mean(0),
+            own = tracklet[start[t]]
+            assert bool((owners[sum(frames[:t]): sum(frames[:t + 1])] == own).all())
+            torch.testing.assert_close(centres[own], encoder(_frames(dm, records[t], train_frames)).mean(0),
                                        rtol=1e-4, atol=1e-5)
 
 
@@ -212,10 +236,6 @@ def test_uga_trains_on_one_real_tracklet_per_person_and_camera(data_root, tmp_pa
     assert [e["epoch"] for e in record["per_epoch"]] == [0, 1, 2]
     assert "cvg/edges" in record["train_log"] or any(k.startswith("cvg/") for k in record["train_log"])
 
-    noisy = compose_cfg(data_root, *VIDEO, "method=uga", "max_epochs=2", "method.noise.duplication=0.2")
-    with pytest.raises(ValueError, match="ID duplication splits a tracklet's images"):
-        run(noisy, tmp_path / "noisy")
-    assert not (tmp_path / "noisy" / "metrics.json").exists()
 
 
 def _video_run(root: Path, name: str, row: str, seed: int, rank1: float, mAP: float, split: int | None = None):

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 from mprd.core.config import dataclass_from
 from mprd.data.datamodule import SPLITS, ReIDDataModule, _plain
 from mprd.data.decode import Pixels
-from mprd.data.items import SelectedFrames, TrackletDraws
+from mprd.data.items import SelectedFrames, TrackletDraws, TrainDraws
 from mprd.data.records import DatasetError, TrackletRecord, VideoReIDData
 from mprd.data.samplers import CameraBalancedSampler, EpochShuffle
 
@@ -180,14 +180,22 @@ class VideoDataModule(ReIDDataModule):
         return self._loader(dataset, size, sampler=sampler, drop_last=self.drop_last, seed_offset=1)
 
     def camera_balanced_dataloader(self, batch_size: int | None = None) -> DataLoader:
-        """Tracklet draws in camera-balanced batches (UGA §4.2, `CameraBalancedSampler` over the train
-        tracklets' cameras): `batch_size` tracklets of S frames each, the same number of tracklets per camera."""
+        """Train **frames** in camera-balanced batches (UGA §4.2: the same number of images per camera; UGA
+        classifies images, and on video a frame is an image of its tracklet): ``{"image": (B, 3, H, W), "index":
+        frame row (train frames in record order), "camid"}``; an epoch = one pass over the train frames."""
         data = self._require_data()
         size = int(batch_size or self.batch_size)
         camids = torch.tensor([r.camid for r in data.train], dtype=torch.long)
-        sampler = CameraBalancedSampler(camids, size, self.seed)  # one process only, as for images
-        return self._loader(self._tracklet_draws(self._train_transforms()), size, sampler=sampler, drop_last=True,
-                            seed_offset=4)
+        frame_camids = camids.repeat_interleave(self._frame_offsets["train"].diff())
+        frames = int(frame_camids.numel())
+        dataset = TrainDraws(self._pixels("train"), frames, torch.zeros(frames + 1, dtype=torch.long), frame_camids,
+                             **self._train_transforms())  # no CamStyle copies: each frame is its own draw
+        sampler = CameraBalancedSampler(frame_camids, size, self.seed)  # one process only, as for images
+        return self._loader(dataset, size, sampler=sampler, drop_last=True, seed_offset=4)
+
+    def feature_rows(self, split: str) -> torch.Tensor:
+        """The frame rows of the split (record then frame order) that `feature_dataloader(split)` yields, in order."""
+        return self._selection(split)[0]
 
     def restrict_train(self, keep: Sequence[int]) -> None:
         """Keep only the train tracklets at positions `keep` (UGA on MARS: one tracklet per person and camera),

@@ -101,25 +101,24 @@ class UGAModule(QueryGalleryEvaluation):
         self._epoch_t0, self._epoch_images = time.perf_counter(), 0
 
     @torch.no_grad()
-    def extract_train_features(self) -> Tensor:
-        """φ of every training image (eval mode, test transform), record order, (N, D) unnormalised; on video,
-        of every train tracklet: the mean of its frames' φ (`data.video.train_frames` of them; the UGA video
-        experiments set null = all frames, as the centres of Eq. 3 ask)."""
+    def extract_train_features(self) -> tuple[Tensor, Tensor]:
+        """(φ (eval mode, test transform, unnormalised), tracklet of each row) over the train features pass:
+        every training image in record order; on video the pass's frames (`data.video.train_frames` of each
+        tracklet; the UGA video experiments set null = every frame, as the centres of Eq. 3 ask)."""
         dm = self.trainer.datamodule
         loader = progress(dm.feature_dataloader("train"), "tracklet centres", self)
         offsets = pooling_offsets(dm, "train")
         if offsets is None:
-            return embed_images(self.backbone, loader, self.tracklet_of_image.numel(), self.device)
-        from mprd.core.video_evaluation import tracklet_features
-
-        frames = embed_images(self.backbone, loader, int(offsets[-1]), self.device)
-        return tracklet_features(frames, offsets.to(self.device), normalize=False)
+            feats = embed_images(self.backbone, loader, self.tracklet_of_image.numel(), self.device)
+            return feats, self.tracklet_of_image
+        feats = embed_images(self.backbone, loader, int(offsets[-1]), self.device)
+        return feats, self.tracklet_of_image[dm.feature_rows("train").to(self.device)]
 
     @torch.no_grad()
     def transition(self) -> None:
         """Stage 1 → 2: centres (Eq. 3) replace the classifier weights; stage 1's Adam state is dropped."""
         t0 = time.perf_counter()
-        centres = tracklet_centres(self.extract_train_features(), self.tracklet_of_image, self.num_tracklets)
+        centres = tracklet_centres(*self.extract_train_features(), self.num_tracklets)
         self.classifier.copy_(centres.to(self.classifier))
         self.stage = 2
         optimizers = self.optimizers()
@@ -152,10 +151,7 @@ class UGAModule(QueryGalleryEvaluation):
     # --------------------------------------------------------------------------------------- training
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         x, index = batch["image"], batch["index"]
-        tracklet = self.tracklet_of_image[index]
-        if x.dim() == 5:  # video: (B, S) frames of B real tracklets, each frame a sample of its tracklet's class
-            tracklet = tracklet.repeat_interleave(x.shape[1])
-            x = x.flatten(0, 1)
+        tracklet = self.tracklet_of_image[index]  # video: index = frame row, tracklet_of_image is per frame
         feats = self.backbone(x)
         lg = self.config.logits
         if self.stage == 1:
@@ -243,6 +239,7 @@ def build_module(run: RunContext, **method: Any) -> UGAModule:
     if video:
         _restrict_video_tracklets(datamodule, config, int(cfg.seed))
     records = datamodule.data.train
+    # video: one tracklet id per train frame (the camera-balanced loader's index is the frame row)
     tracklet, camera = tracklets_from_records(records, seed=int(cfg.seed), noise=config.noise, real=video)
     # UGA's batches hold the same number of images per camera (§4.2); Lightning takes the data module's
     # train_dataloader, so this instance's loader is pointed at the camera-balanced one
@@ -264,10 +261,6 @@ def _restrict_video_tracklets(datamodule: Any, config: UGAConfig, seed: int) -> 
     """Real tracklets (§4.1): with `method.video.tracklets=one_per_camera` (the paper's MARS protocol), one
     tracklet per (person, camera) drawn at random, the others dropped from training; a no-op on PRID2011 and
     iLIDS-VID, which hold one per person and camera."""
-    if config.noise.duplication > 0:
-        raise ValueError(f"method.noise.duplication={config.noise.duplication} on the video dataset "
-                         f"{datamodule.name}: ID duplication splits a tracklet's images, which real tracklets "
-                         "(the training unit on video) do not allow; use method.noise.mislabeling only")
     records = datamodule.data.train
     if config.video.tracklets == "one_per_camera":
         keep = one_tracklet_per_camera(records, seed)

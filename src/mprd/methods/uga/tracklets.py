@@ -22,13 +22,16 @@ def tracklets_from_records(records: Sequence[ImageRecord] | Sequence[TrackletRec
     camera (ascending camid) and, inside a camera, in a seeded random order (the paper's "unique random
     pseudo label"), so ids carry no identity order. `noise` (UGA Table 6) merges, then splits, a fraction of
     each camera's tracklets (`noisy_tracklets`); inactive noise is the identity. Real tracklets (video
-    datasets) are the units themselves with `real=True`: every record is its own tracklet (pids are not read).
+    datasets, `real=True`): the units are the **frames** of the tracklet records, in record then frame order
+    (the data module's train frame rows), and each record is its own tracklet (no pid is read); the noise then
+    merges whole tracklets and deals a split tracklet's frames out.
     """
     if len(records) == 0:
         raise ValueError("tracklets_from_records: no records (the train split is empty)")
     cam = np.fromiter((r.camid for r in records), dtype=np.int64, count=len(records))
-    if real:  # each record is one real tracklet, its own group: no identity is read
-        owner = np.arange(len(records), dtype=np.int64)
+    if real:  # one group per record, one unit per frame: no identity is read
+        lengths = np.fromiter((r.num_frames for r in records), dtype=np.int64, count=len(records))
+        owner, cam = np.repeat(np.arange(len(records), dtype=np.int64), lengths), np.repeat(cam, lengths)
     else:
         owner = np.fromiter((r.pid for r in records), dtype=np.int64, count=len(records))
         bad = np.flatnonzero(owner < 0)
@@ -126,10 +129,13 @@ def noisy_tracklets(group: np.ndarray, camera_of_group: np.ndarray, noise: Noise
     return group.reshape(-1)
 
 
-def tracklet_pids(records: Sequence[ImageRecord], tracklet: Tensor) -> Tensor:
+def tracklet_pids(records: Sequence[ImageRecord] | Sequence[TrackletRecord], tracklet: Tensor) -> Tensor:
     """Hidden pid of each tracklet (the pid of most of its images, the smallest on ties; a mislabeled tracklet
-    mixes pids) — for the CVG precision/recall diagnostic only, never for a loss."""
+    mixes pids) — for the CVG precision/recall diagnostic only, never for a loss. `tracklet` has one entry per
+    image, or per frame of tracklet records (as `tracklets_from_records(..., real=True)` returns it)."""
     pid = np.fromiter((r.pid for r in records), dtype=np.int64, count=len(records))
+    if records and isinstance(records[0], TrackletRecord):
+        pid = np.repeat(pid, [r.num_frames for r in records])
     pairs, counts = np.unique(np.stack([tracklet.numpy(), pid], 1), axis=0, return_counts=True)
     best = np.lexsort((pairs[:, 1], -counts, pairs[:, 0]))  # per tracklet: most images first, then smallest pid
     first = np.ones(best.size, dtype=bool)
