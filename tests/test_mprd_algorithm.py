@@ -256,3 +256,19 @@ def test_meta_ground_truth_overrides_only_meta_rows():
             assert set(out.row(i).tolist()) == {j for j in range(8) if pids[j] == pids[i]}
         else:
             assert out.row(i).tolist() == base.row(i).tolist()
+
+
+def test_meta_candidate_pairs_label_from_meta_identities_only():
+    # 6 images; meta images 0, 1 (pid 7) and 2 (pid 8); 3..5 are unlabeled (their pids must not matter)
+    pids = torch.tensor([7, 7, 8, 7, 9, 9])
+    neighbors = torch.tensor([[1, 3, 2], [0, 4, -1], [5, 0, 1], [0, 1, 2], [5, 3, 0], [4, 2, 1]])
+    meta = torch.tensor([0, 1, 2])
+    p = pairsets.meta_candidate_pairs(torch.tensor([0, 2]), neighbors, pids, meta)
+    got = {(int(a), int(b)): float(y) for a, b, y in zip(p.left, p.right, p.label, strict=True)}
+    # image 3 carries pid 7 like image 0 but is not a meta image: a negative, as a (z, x) pair
+    assert got == {(0, 1): 1.0, (0, 3): 0.0, (0, 2): 0.0, (2, 5): 0.0, (2, 0): 0.0, (2, 1): 0.0}
+    assert bool(p.is_meta.all()) and torch.equal(p.anchor, p.left)
+    shuffled = pids.clone()
+    shuffled[3:] = torch.tensor([8, 7, 7])
+    q = pairsets.meta_candidate_pairs(torch.tensor([0, 2]), neighbors, shuffled, meta)
+    assert torch.equal(q.label, p.label) and torch.equal(q.right, p.right)

@@ -245,3 +245,48 @@ def test_eta_from_counts():
     assert eta_from_counts(10, 0) == 1.0 and eta_from_counts(10, 0, cap=3.0) == 3.0
     with pytest.raises(ValueError, match=">= 0"):
         eta_from_counts(-1, 3)
+
+
+# ------------------------------------------------------------------------------ similarity channels
+def test_similarity_channels_match_hand_cosines():
+    g = torch.Generator().manual_seed(3)
+    feats = F.normalize(torch.randn(30, 6, generator=g), dim=1)
+    _, left, right, s = random_batch(g)
+    gcn = PairGCN(feat_dim=6, num_labels=5, hidden=(4, 4), pair_similarity=True)
+    ch = gcn.similarity_channels(s, feats)
+    for p in range(len(s)):
+        i, j = int(left[p]), int(right[p])
+        for n in torch.nonzero(s.mask[p]).flatten().tolist():
+            v = int(s.node_ids[p, n])
+            ci, cj = float(feats[v] @ feats[i]), float(feats[v] @ feats[j])
+            expect = torch.tensor([ci + cj, abs(ci - cj), float(feats[i] @ feats[j])])
+            assert torch.allclose(ch[p, n], expect, atol=1e-5)
+
+
+def test_similarity_only_gcn_depends_on_features_only_through_cosines():
+    # node_features=False: a rotation of every feature leaves all cosines, hence every g_ij, unchanged;
+    # the default network (feature embedding in V) is not rotation invariant
+    g = torch.Generator().manual_seed(4)
+    feats = F.normalize(torch.randn(30, 8, generator=g), dim=1)
+    rot, _ = torch.linalg.qr(torch.randn(8, 8, generator=g))
+    _, _, _, s = random_batch(g)
+    torch.manual_seed(0)
+    sim_only = PairGCN(feat_dim=8, num_labels=5, hidden=(16, 16), pair_similarity=True, node_features=False)
+    assert torch.allclose(sim_only(s, features=feats), sim_only(s, features=feats @ rot), atol=1e-5)
+    # and the inference path (projected node table + unit_features) equals the training path
+    by_table = sim_only(s, node_table=sim_only.project(feats), unit_features=feats)
+    assert torch.allclose(by_table, sim_only(s, features=feats), atol=1e-6)
+    both = PairGCN(feat_dim=8, num_labels=5, hidden=(16, 16), pair_similarity=True)
+    assert not torch.allclose(both(s, features=feats), both(s, features=feats @ rot), atol=1e-4)
+    with pytest.raises(ValueError, match="unit_features"):
+        both(s, node_table=both.project(feats))
+
+
+def test_predict_pairs_passes_the_memory_to_the_similarity_channels():
+    g = torch.Generator().manual_seed(5)
+    feats = F.normalize(torch.randn(30, 8, generator=g), dim=1)
+    table, left, right, s = random_batch(g)
+    gcn = PairGCN(feat_dim=8, num_labels=5, hidden=(16, 16), pair_similarity=True).eval()
+    probs = predict_pairs(gcn, table, left, right, gcn.project(feats), batch_size=5, max_label=4,
+                          unit_features=feats)
+    assert torch.allclose(probs, torch.sigmoid(gcn(s, features=feats)), atol=1e-6)

@@ -33,6 +33,7 @@ from mprd.methods.mprd.pairs import (
     PairSet,
     hard_negative_pairs,
     hard_negative_table,
+    meta_candidate_pairs,
     meta_pairs,
     perturbation_pairs,
     positive_set_pairs,
@@ -168,10 +169,17 @@ class MPRDGenerator(PseudoLabelGenerator):
         return [(order[bounds[s] : bounds[s + 1]], m_order[s * half : (s + 1) * half]) for s in range(steps)]
 
     def _step_pairs(
-        self, unlabeled: PairSet, meta_pos: Tensor, meta_images: Tensor, pool: Tensor, gen: torch.Generator
+        self,
+        unlabeled: PairSet,
+        meta_pos: Tensor,
+        meta_images: Tensor,
+        pool: Tensor,
+        gen: torch.Generator,
+        neighbors: Tensor | None = None,
     ) -> PairSet:
         """One GCN step's pairs: its unlabeled pairs plus freshly drawn meta pairs for its meta anchors, with a
-        (z, x) negative for each of its unlabeled anchors that is not a meta image (Algorithm 1 lines 3-4)."""
+        (z, x) negative for each of its unlabeled anchors that is not a meta image (Algorithm 1 lines 3-4), and
+        with `gcn.meta_candidate_pairs` each meta anchor's NN_k candidates (`meta_candidate_pairs`)."""
         if not meta_images.numel():
             return unlabeled
         half = max(1, int(self.cfg["gcn"]["batch_anchors"]) // 2)
@@ -181,7 +189,10 @@ class MPRDGenerator(PseudoLabelGenerator):
             xs = pool[torch.floor(torch.rand(half, generator=gen) * pool.numel()).long()]
         zx = bool(self.cfg["meta"]["zx_negatives"])
         meta = meta_pairs(meta_images, self._pids, pool, zx, gen, anchors=meta_images[meta_pos], zx_images=xs)
-        return PairSet.cat([unlabeled, meta])
+        parts = [unlabeled, meta]
+        if self.cfg["gcn"].get("meta_candidate_pairs", False) and neighbors is not None:
+            parts.append(meta_candidate_pairs(meta_images[meta_pos], neighbors, self._pids, meta_images))
+        return PairSet.cat(parts)
 
     def _train(self, pairs: PairSet, table: Tensor, ext_neighbors: Tensor, gen: torch.Generator) -> dict[str, float]:
         st = self.cfg["structures"]
@@ -196,7 +207,7 @@ class MPRDGenerator(PseudoLabelGenerator):
         steps = self._schedule(pairs, ext_neighbors.shape[0], meta_images.numel(), gen)
         n_pairs, n_pos, meta_keys = 0, 0.0, []
         for rows, meta_pos in progress(steps, "GCN phase", mininterval=1.0):
-            p = self._step_pairs(pairs.select(rows), meta_pos, meta_images, pool, gen)
+            p = self._step_pairs(pairs.select(rows), meta_pos, meta_images, pool, gen, ext_neighbors)
             if not len(p):
                 continue
             n_pairs, n_pos = n_pairs + len(p), n_pos + float(p.label.sum())
@@ -249,7 +260,7 @@ class MPRDGenerator(PseudoLabelGenerator):
         node_table = self.gcn.net.project(memory)
         probs = predict_pairs(
             self.gcn.net, neighbors, left, right, node_table, batch_size=int(g["infer_batch"]),
-            topology=st["topology"], target_edge=st["target_edge"], max_label=st["max_label"],
+            topology=st["topology"], target_edge=st["target_edge"], max_label=st["max_label"], unit_features=memory,
         )
         keep = torch.zeros_like(valid)
         keep[valid] = probs > float(self.cfg["mu"])
@@ -314,6 +325,8 @@ def build(
         agg_channels=g["agg_channels"],
         mlp_hidden=g["mlp_hidden"],
         dropout=g["dropout"],
+        pair_similarity=bool(g.get("pair_similarity", False)),
+        node_features=bool(g.get("node_features", True)),
         optimizer=g["optimizer"],
         lr=g["lr"],
         momentum=g["momentum"],

@@ -29,6 +29,8 @@ from torch import Tensor, nn
 from mprd.methods.mprd.losses import mixed_gcn_loss
 from mprd.methods.mprd.structures import PairStructures, TargetEdge, Topology, iter_structure_chunks
 
+SIMILARITY_CHANNELS = ("cos_sum", "cos_absdiff", "cos_pair")
+
 
 def normalized_adjacency(adj: Tensor, mask: Tensor) -> Tensor:
     """D^-1 (A + I) restricted to real nodes (Eq. 5 with D the degree matrix of A + I); padded rows/cols are 0."""
@@ -50,6 +52,8 @@ class PairGCN(nn.Module):
         mlp_hidden: int = 128,
         dropout: float = 0.0,
         concat_layers: bool = True,
+        pair_similarity: bool = False,
+        node_features: bool = True,
     ) -> None:
         super().__init__()
         hidden = tuple(int(h) for h in hidden)
@@ -61,10 +65,14 @@ class PairGCN(nn.Module):
         self.num_labels = num_labels
         self.hidden = hidden
         self.concat_layers = concat_layers
+        self.pair_similarity = pair_similarity
+        self.node_features = node_features
         # Θ_1 split into the DRNL rows (an embedding = one-hot · Θ_1a) and the feature rows Θ_1b
         self.label_weight = nn.Parameter(torch.empty(num_labels, hidden[0]))
         self.feat_proj = nn.Linear(feat_dim, hidden[0], bias=False)
         self.bias0 = nn.Parameter(torch.zeros(hidden[0]))
+        # optional node channels [cos(v,i) + cos(v,j), |cos(v,i) - cos(v,j)|, cos(i,j)] (docs/decisions-mprd.md)
+        self.sim_weight = nn.Linear(len(SIMILARITY_CHANNELS), hidden[0], bias=False) if pair_similarity else None
         self.convs = nn.ModuleList(nn.Linear(hidden[i - 1], hidden[i]) for i in range(1, len(hidden)))
         agg_in = sum(hidden) if concat_layers else hidden[-1]
         self.agg = nn.Conv1d(agg_in, agg_channels, kernel_size=1)
@@ -79,6 +87,8 @@ class PairGCN(nn.Module):
         nn.init.uniform_(self.label_weight, -bound, bound)
         nn.init.uniform_(self.feat_proj.weight, -bound, bound)
         nn.init.uniform_(self.bias0, -bound, bound)
+        if self.sim_weight is not None:
+            self.sim_weight.reset_parameters()
 
     def first_layer_weight(self) -> Tensor:
         """Θ_1 as the (num_labels + feat_dim, hidden0) matrix acting on [one-hot ‖ feature]."""
@@ -88,10 +98,30 @@ class PairGCN(nn.Module):
         """f Θ_1b for every row: (M, feat_dim) → (M, hidden0); the node table for inference."""
         if features.dim() != 2 or features.shape[1] != self.feat_dim:
             raise ValueError(f"PairGCN.project: expected (M, {self.feat_dim}) features, got {tuple(features.shape)}")
+        if not self.node_features:  # the feature embedding is left out of V (only DRNL + similarity channels)
+            return features.new_zeros(features.shape[0], self.hidden[0], dtype=self.feat_proj.weight.dtype)
         return self.feat_proj(features.to(self.feat_proj.weight.dtype))
 
-    def _input_projection(self, s: PairStructures, node_table: Tensor | None, features: Tensor | None) -> Tensor:
+    def similarity_channels(self, s: PairStructures, unit_features: Tensor) -> Tensor:
+        """(P, n, 3): per node v, [cos(v,i) + cos(v,j), |cos(v,i) − cos(v,j)|, cos(i,j)] (symmetric in i, j)."""
+        unit = unit_features.to(self.label_weight.dtype)
+        ids = s.node_ids.clamp(min=0)
+        step = max(1, 2**24 // max(1, ids.shape[1] * unit.shape[1]))  # bounds the (chunk, n, d) gather
+        out = []
+        for c in range(0, ids.shape[0], step):
+            f = unit[ids[c : c + step]]
+            out.append(torch.bmm(f, f[:, :2].transpose(1, 2)))  # (chunk, n, 2): cos(v, i), cos(v, j)
+        cos = torch.cat(out) if out else unit.new_zeros(0, ids.shape[1], 2)
+        ci, cj = cos[..., 0], cos[..., 1]
+        return torch.stack([ci + cj, (ci - cj).abs(), ci[:, 1:2].expand_as(ci)], dim=-1)
+
+    def _input_projection(
+        self, s: PairStructures, node_table: Tensor | None, features: Tensor | None, unit_features: Tensor | None
+    ) -> Tensor:
         """V Θ_1 + b per (structure, node): (P, n, hidden0).
+
+        With `pair_similarity`, the similarity channels are read from `unit_features` (the L2-normalised table
+        whose dot products are cosines; default: `features`).
 
         Padding rows hold finite junk (row 0 of the table); they never reach real nodes because the columns of
         D^-1(A+I) at padding are zero, so no masking pass over this large tensor is needed.
@@ -116,14 +146,24 @@ class PairGCN(nn.Module):
             proj = self.project(features[uniq])
             x = torch.zeros(*ids.shape, self.hidden[0], dtype=dtype, device=proj.device)
             x[mask] = proj[inv]
-        return x + (self.label_weight + self.bias0)[s.drnl]  # one-hot · Θ_1a + b as a row lookup
+        x = x + (self.label_weight + self.bias0)[s.drnl]  # one-hot · Θ_1a + b as a row lookup
+        if self.sim_weight is not None:
+            unit = features if unit_features is None else unit_features
+            if unit is None:
+                raise ValueError("PairGCN(pair_similarity=True): pass unit_features (the memory) with node_table")
+            x = x + self.sim_weight(self.similarity_channels(s, unit))
+        return x
 
     def embed_nodes(
-        self, s: PairStructures, node_table: Tensor | None = None, features: Tensor | None = None
+        self,
+        s: PairStructures,
+        node_table: Tensor | None = None,
+        features: Tensor | None = None,
+        unit_features: Tensor | None = None,
     ) -> list[Tensor]:
         """Outputs Y^(1..L) of the graph-conv layers (Eq. 5), each (P, n, hidden_l); padding rows are 0."""
         prop = normalized_adjacency(s.adj.to(self.label_weight.dtype), s.mask)
-        y = torch.bmm(prop, self._input_projection(s, node_table, features)).relu_()
+        y = torch.bmm(prop, self._input_projection(s, node_table, features, unit_features)).relu_()
         outs = [y]
         for conv in self.convs:
             y = torch.bmm(prop, conv(y)).relu_()
@@ -148,16 +188,26 @@ class PairGCN(nn.Module):
         h = h.relu_().masked_fill(~mask[:, :, None], float("-inf"))
         return h.amax(dim=1)
 
-    def forward(self, s: PairStructures, node_table: Tensor | None = None, features: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        s: PairStructures,
+        node_table: Tensor | None = None,
+        features: Tensor | None = None,
+        unit_features: Tensor | None = None,
+    ) -> Tensor:
         """Logits (P,) of g_ij. Give `node_table` = project(memory) (inference) or raw `features` (training)."""
-        outs = self.embed_nodes(s, node_table, features)
+        outs = self.embed_nodes(s, node_table, features, unit_features)
         return self.mlp(self._aggregate(outs, s.mask)).squeeze(1)
 
     def predict_proba(
-        self, s: PairStructures, node_table: Tensor | None = None, features: Tensor | None = None
+        self,
+        s: PairStructures,
+        node_table: Tensor | None = None,
+        features: Tensor | None = None,
+        unit_features: Tensor | None = None,
     ) -> Tensor:
         """g_ij = sigmoid(logit) ∈ (0, 1)."""
-        return torch.sigmoid(self.forward(s, node_table, features))
+        return torch.sigmoid(self.forward(s, node_table, features, unit_features))
 
 
 @torch.no_grad()
@@ -173,11 +223,13 @@ def predict_pairs(
     target_edge: TargetEdge = "always",
     max_label: int | None = None,
     sort_by_size: bool = True,
+    unit_features: Tensor | None = None,
 ) -> Tensor:
     """g_ij for many pairs (e.g. all N·k candidates of Eq. 7), chunked, in eval mode; returns (P,) on CPU.
 
     Structures are built on `node_table.device` (neighbors/left/right are moved there). `max_label` defaults to
-    the network's `num_labels - 1`. The module's train/eval mode is restored afterwards.
+    the network's `num_labels - 1`. The module's train/eval mode is restored afterwards. `unit_features` (the
+    memory) feeds the similarity channels of a `pair_similarity` network.
     """
     device = node_table.device
     max_label = gcn.num_labels - 1 if max_label is None else max_label
@@ -196,7 +248,7 @@ def predict_pairs(
             max_label=max_label,
         )
         for idx, s in chunks:
-            out[idx.cpu()] = gcn.predict_proba(s, node_table=node_table).float().cpu()
+            out[idx.cpu()] = gcn.predict_proba(s, node_table=node_table, unit_features=unit_features).float().cpu()
     finally:
         gcn.train(was_training)
     return out
@@ -231,6 +283,8 @@ class GCNLearner(nn.Module):
         agg_channels: int = 128,
         mlp_hidden: int = 128,
         dropout: float = 0.0,
+        pair_similarity: bool = False,
+        node_features: bool = True,
         optimizer: str = "sgd",
         lr: float = 1e-3,
         momentum: float = 0.9,
@@ -244,6 +298,8 @@ class GCNLearner(nn.Module):
             agg_channels=agg_channels,
             mlp_hidden=mlp_hidden,
             dropout=dropout,
+            pair_similarity=pair_similarity,
+            node_features=node_features,
         )
         if optimizer not in ("sgd", "adam"):
             raise ValueError(f"gcn.optimizer={optimizer!r}; expected 'sgd' or 'adam'")

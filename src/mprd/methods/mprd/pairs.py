@@ -153,3 +153,21 @@ def meta_pairs(
             zj = meta_images[torch.floor(torch.rand(zx_images.shape, generator=gen) * meta_images.numel()).long()]
             parts.append(PairSet.make(zj, zx_images, 0.0, zj, True))
     return PairSet.cat(parts)
+
+
+def meta_candidate_pairs(anchors: Tensor, neighbors: Tensor, pids: Tensor, meta_images: Tensor) -> PairSet:
+    """(z, j) for every j ∈ NN_k(z) of each meta anchor z, labelled from the meta identities alone: positive iff
+    j is a meta image of z's identity. A non-meta j is a negative without reading its identity (it belongs to no
+    meta identity), as in the (z, x) negatives. These pairs have the distribution Eq. 7 scores (an image and its
+    own kNN candidates), unlike random meta pairs, which are mostly easy.
+    """
+    nbr = neighbors[anchors]
+    valid = nbr >= 0
+    left = anchors.unsqueeze(1).expand_as(nbr)[valid]
+    right = nbr[valid]
+    is_meta = torch.zeros(int(neighbors.shape[0]), dtype=torch.bool)
+    is_meta[meta_images] = True
+    same = is_meta[right] & (pids[left] == pids[right.clamp(max=pids.numel() - 1)])
+    pos = PairSet.make(left[same], right[same], 1.0, left[same], True)
+    neg = PairSet.make(left[~same], right[~same], 0.0, left[~same], True)
+    return PairSet.cat([pos, neg])
