@@ -272,3 +272,26 @@ def test_meta_candidate_pairs_label_from_meta_identities_only():
     shuffled[3:] = torch.tensor([8, 7, 7])
     q = pairsets.meta_candidate_pairs(torch.tensor([0, 2]), neighbors, shuffled, meta)
     assert torch.equal(q.label, p.label) and torch.equal(q.right, p.right)
+
+
+def test_step_pairs_add_each_meta_anchors_candidates_when_asked():
+    gen, mem, pids = make_generator({"gcn": {**BASE_CFG["gcn"], "meta_candidate_pairs": True}})
+    plain, _, _ = make_generator({"gcn": {**BASE_CFG["gcn"], "meta_candidate_pairs": False}})
+    is_meta = meta_mask(pids, gen.meta_ids)
+    meta_images, pool = torch.nonzero(is_meta).flatten(), torch.nonzero(~is_meta).flatten()
+    _, neighbors, _ = adaptive_knn(mem, 0.6, 4, 8)
+    unl = pairsets.perturbation_pairs(pool[:4], 60 + torch.arange(4), 60, 1, torch.Generator().manual_seed(0))
+    meta_pos = torch.arange(4)
+    with_c = gen._step_pairs(unl, meta_pos, meta_images, pool, torch.Generator().manual_seed(1), neighbors)
+    without = plain._step_pairs(unl, meta_pos, meta_images, pool, torch.Generator().manual_seed(1), neighbors)
+    extra = len(with_c) - len(without)
+    assert extra == int((neighbors[meta_images[meta_pos]] >= 0).sum())  # every candidate of every meta anchor
+    cand = with_c.select(torch.arange(len(with_c)) >= len(without))
+    assert cand.is_meta.all() and torch.isin(cand.left, meta_images[meta_pos]).all()
+    assert torch.equal(cand.label.bool(), is_meta[cand.right] & (pids[cand.left] == pids[cand.right]))
+
+
+def test_cpu_presets_use_the_similarity_gcn_and_the_paper_preset_its_literal_input(tmp_path):
+    for preset, expect in (("cpu", True), ("cpu_long", True), ("cpu_real", True), ("paper", False)):
+        g = compose_cfg(tmp_path, "method=mprd", f"preset={preset}").gcn
+        assert (g.pair_similarity, not g.node_features, g.meta_candidate_pairs) == (expect,) * 3, preset
