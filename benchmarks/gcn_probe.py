@@ -35,7 +35,6 @@ INPUTS = {"features": (False, True), "features+similarity": (True, True), "simil
 
 def main(argv: list[str] | None = None) -> int:
     from gcn_ranking import roc_auc
-
     from mprd.core.neighbors import knn
     from mprd.data.datasets import load_dataset
     from mprd.methods.mprd.gcn import PairGCN, predict_pairs
