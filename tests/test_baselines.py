@@ -105,3 +105,29 @@ def test_ss_cap_keeps_the_most_similar_images_above_the_threshold(clustered):
     assert uncapped.sizes[:12].tolist() == [4] * 12
     with pytest.raises(ValueError, match="max_k"):
         build_generator("ss", max_k=0)
+
+
+def test_super_knn_keeps_exactly_the_same_identity_neighbours():
+    """Our ceiling row: P_i = {i} + the members of NN_K(i) (brute force, self excluded) with i's identity."""
+    torch.manual_seed(5)
+    memory = F.normalize(torch.randn(60, 8), dim=1)
+    labels = torch.randint(0, 6, (60,))
+    p = build_generator("super_knn", train_labels=labels, k=5).refresh(memory)
+    nn5 = torch.topk(memory @ memory.T - 2 * torch.eye(60), 5).indices
+    for i in range(60):
+        expected = {i} | {j for j in nn5[i].tolist() if labels[j] == labels[i]}
+        assert set(p.row(i).tolist()) == expected
+    # a subset of both KNN's and Super's sets; precision 1 and recall below Super's
+    knn5 = build_generator("knn", k=5).refresh(memory)
+    sup = build_generator("super", train_labels=labels).refresh(memory)
+    for i in range(60):
+        row = set(p.row(i).tolist())
+        assert row <= set(knn5.row(i).tolist()) and row <= set(sup.row(i).tolist())
+    precision, recall = p.pair_precision_recall(labels)
+    assert precision == 1.0 and 0 < recall < 1
+    with pytest.raises(ValueError, match="train_labels"):
+        build_generator("super_knn", k=5)
+    with pytest.raises(ValueError, match="generator.k"):
+        build_generator("super_knn", train_labels=labels, k=0)
+    with pytest.raises(ValueError, match="3 labels for 60"):
+        build_generator("super_knn", train_labels=labels[:3]).refresh(memory)

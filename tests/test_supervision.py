@@ -24,6 +24,7 @@ SSLR = {"family": "sslr", "name": "sslr", "camstyle": False, "similarity": {"lam
     "cfg,expected",
     [
         (cfg_of({"name": "super"}), ["identity labels (all)", CAMSTYLE]),
+        (cfg_of({"name": "super_knn", "generator": {"k": 16}}), ["identity labels (within the 16-NN)", CAMSTYLE]),
         (cfg_of({"name": "knn"}), [CAMSTYLE]),
         (cfg_of({"name": "knn"}, camstyle=False), ["none"]),
         (cfg_of({"name": "knn"}, dataset="market1501"), [CAMSTYLE_AUTO]),  # auto on real data: unknown offline
@@ -58,6 +59,7 @@ def test_describe() -> None:
 
 EXPECTED = {
     "table1/super": "identity labels (all) + CamStyle (camera IDs)",
+    "table1/super_knn": "identity labels (within the 8-NN) + CamStyle (camera IDs)",
     "table1/knn": "CamStyle (camera IDs)",
     "table1/ss": "CamStyle (camera IDs)",
     "table1/mplp": "CamStyle (camera IDs)",

@@ -81,7 +81,8 @@ def supervision_label(cfg: Any) -> str | None:
 def uses_besides_images(cfg: Any, camstyle: bool | None = None) -> list[str]:
     """The training signals a run uses besides unlabeled images, e.g. `["5 meta IDs", "CamStyle (camera IDs)"]`.
 
-    - `super`: the training identity labels (Table 1's upper bound);
+    - `super`: the training identity labels (Table 1's upper bound); `super_knn`: the same, read only for
+      each image's K memory neighbours (our ceiling row for neighbour filters);
     - MPRD rows: `method.meta.num_ids` labeled meta identities (GCN training, §3.3), none for MPRD(0id);
     - MLCR(+5id): the same meta identities as ground-truth multi-labels (`method.meta_ground_truth`);
     - SSLR: camera IDs through CCE (Eq. 6) when λ_c > 0 and at least one iteration runs;
@@ -97,6 +98,8 @@ def uses_besides_images(cfg: Any, camstyle: bool | None = None) -> list[str]:
     uses: list[str] = []
     if name == "super":
         uses.append("identity labels (all)")
+    elif name == "super_knn":
+        uses.append(f"identity labels (within the {int(_get(cfg, 'method.generator.k', 8))}-NN)")
     num_ids = int(_get(cfg, "method.meta.num_ids", 0))  # MPRD's labeled meta identities (only its rows have meta)
     if num_ids > 0:
         uses.append(_meta_ids(num_ids))

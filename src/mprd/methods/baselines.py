@@ -1,5 +1,8 @@
 """Table 1's simple rows: Single, Super., KNN and SS, each a pseudo-label generator over the memory.
 
+Plus one row of ours, `super_knn` (Super. restricted to the K nearest neighbours): the ceiling of every rule
+that only chooses among an image's memory neighbours (KNN, MPRD's Eq. 7), reported after the paper's rows.
+
 The rows share the CNN phase (`mprd.core.cnn_module`); only P_i differs. `conf/method/<row>.yaml` names
 its generator with `_target_` and `mprd.core.cnn_module.memory_method` builds the module around it.
 """
@@ -58,6 +61,30 @@ class KNNGenerator(PseudoLabelGenerator):
         return PositiveSets.from_neighbors(idx)
 
 
+class SuperKNNGenerator(PseudoLabelGenerator):
+    """P_i = {i} ∪ {j ∈ NN_K(i) : y_j = y_i}: a perfect filter of KNN's candidates (not a paper row).
+
+    What MPRD's GCN would keep if it never erred, so its mAP bounds every method that selects positives
+    among the K memory neighbours (MPRD with k_max = K, KNN). Reads the training identities, like Super.
+    """
+
+    name = "super_knn"
+
+    def __init__(self, labels: Tensor, k: int = 8, backend: str = "auto") -> None:
+        if int(k) < 1:
+            raise ValueError(f"super_knn: method.generator.k must be >= 1, got {k}")
+        self.labels = torch.as_tensor(labels).long()
+        self.k = int(k)
+        self.backend = backend
+
+    def refresh(self, memory: Tensor, **context: Any) -> PositiveSets:
+        if self.labels.numel() != memory.shape[0]:
+            raise ValueError(f"super_knn: {self.labels.numel()} labels for {memory.shape[0]} memory slots")
+        _, idx = knn(memory, memory, self.k, exclude_self=True, backend=self.backend)  # type: ignore[arg-type]
+        labels = self.labels.to(idx.device)
+        return PositiveSets.from_neighbors(idx, labels[idx] == labels.unsqueeze(1))
+
+
 class SimilarityGenerator(PseudoLabelGenerator):
     """P_i = {i} ∪ {j : cos(M̃_i, M̃_j) > t}, t = 0.6 (Table 1 "SS").
 
@@ -99,6 +126,14 @@ def super_row(run: RunContext, *, generator: dict[str, Any], labels: dict, memor
     return memory_method(run, SuperGenerator(run.train_pids(), **generator), labels=labels, memory=memory, loss=loss)
 
 
+def super_knn_row(
+    run: RunContext, *, generator: dict[str, Any], labels: dict, memory: dict, loss: dict
+) -> CNNModule:
+    """Our ceiling row "Super@KNN": the training identities filter the K memory neighbours."""
+    gen = SuperKNNGenerator(run.train_pids(), **generator)
+    return memory_method(run, gen, labels=labels, memory=memory, loss=loss)
+
+
 def knn_row(run: RunContext, *, generator: dict[str, Any], labels: dict, memory: dict, loss: dict) -> CNNModule:
     """Table 1 "KNN"."""
     return memory_method(run, KNNGenerator(**generator), labels=labels, memory=memory, loss=loss)
@@ -118,6 +153,10 @@ def build_generator(name: str, *, train_labels: Tensor | None = None, **kwargs: 
         if train_labels is None:
             raise ValueError("method 'super' needs the training identities (train_labels)")
         return SuperGenerator(train_labels)
+    if name == "super_knn":
+        if train_labels is None:
+            raise ValueError("method 'super_knn' needs the training identities (train_labels)")
+        return SuperKNNGenerator(train_labels, **kwargs)
     if name == "knn":
         return KNNGenerator(**kwargs)
     if name == "ss":
@@ -126,4 +165,4 @@ def build_generator(name: str, *, train_labels: Tensor | None = None, **kwargs: 
         from mprd.methods.mlcr.mplp import MPLPGenerator
 
         return MPLPGenerator(**kwargs)
-    raise ValueError(f"unknown pseudo-label method {name!r}; expected single, super, knn, ss or mplp")
+    raise ValueError(f"unknown pseudo-label method {name!r}; expected single, super, super_knn, knn, ss or mplp")
