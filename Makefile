@@ -97,11 +97,18 @@ SWEEP_K_THRESHOLDS ?= $(call registry,values sweep-k method.neighbors.threshold)
 SWEEP_DELTA_VALUES ?= $(call registry,values sweep-delta method.loss.delta)
 SWEEP_META_IDS ?= $(call registry,values sweep-meta-ids method.meta.num_ids)
 
+# The run ledger (src/mprd/report/ledger.py): after each report, the metrics.json of its runs are copied into
+# experiments/results/ledger/ (tracked by git); `make restore-runs` copies them back into runs/ on a fresh clone,
+# so a later make run skips the finished rows and its report still has every row. $(1): runs folders
+LEDGER_ARGS = --runs $(RESULTS)/runs --ledger $(RESULTS)/ledger
+archive = $(BIN)/python -m mprd.report.ledger archive $(LEDGER_ARGS) $(1)
+
 # $(1) artefact, $(2) experiment list, $(3) run sub-folder pattern, $(4) extra overrides
 define multirun
 	$(TRAIN) --multirun seed=$(SEED_LIST) experiment=$(2) $(call COMMON,$(1)) artefact=$(1) \
 		hydra.sweep.dir=$(call RUNS,$(1)) 'hydra.sweep.subdir=$(3)' $(4)
 	$(BIN)/python -m mprd.report $(1) --runs $(call RUNS,$(1)) --dataset $(DATASET) --preset $(PRESET) --out $(OUT) $(if $(WANDB),--wandb)
+	$(call archive,$(call RUNS,$(1)))
 endef
 
 reproduce-table1: $(STAMP) ## Table 1: the 8 pseudo-label rows (Super ... Single) + report
@@ -125,6 +132,12 @@ sweep-delta: $(STAMP) ## Sweep the BD loss weight delta (1, 3, 5, 7)
 sweep-meta-ids: $(STAMP) ## Sweep the number of meta identities (0, 1, 3, 5, 10, 20)
 	$(call multirun,sweep-meta-ids,sweep,ids$${method.meta.num_ids}-seed$${seed},method.meta.num_ids=$(SWEEP_META_IDS) 'sweep={meta_ids:$${method.meta.num_ids}}')
 
+archive-runs: $(STAMP) ## Copy every run's metrics.json from runs/ into the tracked ledger (experiments/results/ledger/)
+	$(call archive,)
+
+restore-runs: $(STAMP) ## Copy the ledger's metrics.json back into runs/ (never over a different run): extend a report
+	$(BIN)/python -m mprd.report.ledger restore $(LEDGER_ARGS)
+
 ARTEFACT ?= table1
 report: $(STAMP) ## Rebuild a report from metrics.json files alone: make report ARTEFACT=table1 [DATASET=..] [WANDB=1]
 	$(BIN)/python -m mprd.report $(ARTEFACT) --runs $(call RUNS,$(ARTEFACT)) --dataset $(DATASET) --preset $(PRESET) --out $(OUT) $(if $(WANDB),--wandb)
@@ -140,6 +153,7 @@ reproduce-sslr: $(STAMP) ## SSLR ablation rows (baseline, w/o part and CCE, w/o 
 	$(TRAIN) --multirun seed=$(SEED_LIST) experiment=$(addprefix sslr/,$(subst $(comma),$(comma)sslr/,$(SSLR_ROWS))) \
 		$(call COMMON,sslr) hydra.sweep.dir=$(call RUNS,sslr) 'hydra.sweep.subdir=$${row}-seed$${seed}'
 	$(BIN)/python -m mprd.report baselines --runs $(BASELINE_RUNS) --dataset $(DATASET) --preset $(PRESET) --out $(OUT)
+	$(call archive,$(BASELINE_RUNS))
 
 # SSLR Fig. 4(b)-(f): one multirun of experiment sslr/sweep per parameter, then its sweep report (md/csv/png).
 # $(1) artefact suffix, $(2) key of the `sweep` field, $(3) config key, $(4) comma-separated values
@@ -173,6 +187,7 @@ reproduce-uga: $(STAMP) ## UGA rows uga_intra, uga_noself, uga (UGA_ROWS=...; in
 	$(TRAIN) --multirun seed=$(SEED_LIST) experiment=$(addprefix uga/,$(subst $(comma),$(comma)uga/,$(UGA_ROWS))) \
 		$(call COMMON,uga) hydra.sweep.dir=$(call RUNS,uga) 'hydra.sweep.subdir=$${row}-seed$${seed}'
 	$(BIN)/python -m mprd.report baselines --runs $(BASELINE_RUNS) --dataset $(DATASET) --preset $(PRESET) --out $(OUT)
+	$(call archive,$(BASELINE_RUNS))
 
 # UGA Table 3 (full UGA at each CVG threshold lambda) and Table 6 (stage 1 on noisy tracklets: ID duplication,
 # then mislabeling; both curves start at the clean rate 0), each a sweep report (md/csv/png)
@@ -193,6 +208,7 @@ sweep-uga-noise: $(STAMP) ## UGA Table 6: stage 1 on noisy tracklets (UGA_DUPLIC
 	$(call uga_noise_multirun,duplication,$(UGA_DUPLICATION_RATES))
 	$(call uga_noise_multirun,mislabeling,$(UGA_MISLABELING_RATES))
 	$(BIN)/python -m mprd.report sweep-uga-noise --runs $(call RUNS,sweep-uga-noise) --dataset $(DATASET) --preset $(PRESET) --out $(OUT) $(if $(WANDB),--wandb)
+	$(call archive,$(call RUNS,sweep-uga-noise))
 
 UGA_CURVE_RUN ?= $(call RUNS,uga)/uga_intra-seed$(firstword $(SEEDS))
 uga-cvg-curve: $(STAMP) ## UGA Fig. 4: CVG edge precision/recall vs lambda, +- mutual NN, of one run (UGA_CURVE_RUN=folder)
@@ -236,6 +252,7 @@ reproduce-video: $(STAMP) ## Video rows: SSLR, UGA intra and full, Super on trac
 	$(call video_multirun,$(VIDEO_UGA),$(if $(VIDEO_GPU),max_epochs=160))
 	$(call video_multirun,$(filter-out $(VIDEO_SSLR) $(VIDEO_UGA),$(VIDEO_WORDS)))
 	$(BIN)/python -m mprd.report video --runs $(call RUNS,video) --dataset $(DATASET) --preset $(PRESET) --out $(OUT) $(if $(WANDB),--wandb)
+	$(call archive,$(call RUNS,video))
 
-.PHONY: help install lint test test-all synthetic smoke train report reproduce-table1 reproduce-sslr reproduce-uga reproduce-table3 reproduce-table2 reproduce-fig4 reproduce-video \
+.PHONY: help install lint test test-all synthetic smoke train report archive-runs restore-runs reproduce-table1 reproduce-sslr reproduce-uga reproduce-table3 reproduce-table2 reproduce-fig4 reproduce-video \
 	sweep-mu sweep-k sweep-delta sweep-meta-ids

@@ -98,7 +98,14 @@ def test_command_line_overrides_the_registry_defaults():
 def _report_argv(target: str, *variables: str) -> list[str]:
     out = subprocess.run(["make", "-n", "-W", ".venv/.installed", target, *variables], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout
-    (line,) = [ln for ln in out.splitlines() if "-m mprd.report" in ln]
+    (line,) = [ln for ln in out.splitlines() if "-m mprd.report " in ln]
+    return shlex.split(line)
+
+
+def _ledger_argv(target: str, *variables: str) -> list[str]:
+    out = subprocess.run(["make", "-n", "-W", ".venv/.installed", target, *variables], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout
+    (line,) = [ln for ln in out.splitlines() if "-m mprd.report.ledger archive" in ln]
     return shlex.split(line)
 
 
@@ -113,6 +120,7 @@ def test_a_non_standard_preset_has_its_own_runs_folder_and_report(preset, folder
     report = _report_argv("reproduce-table1", f"PRESET={preset}")
     assert report[report.index("--runs") + 1] == f"experiments/results/runs/{folder}"
     assert report[report.index("--preset") + 1] == preset and report[report.index("--out") + 1] == out
+    assert _ledger_argv("reproduce-table1", f"PRESET={preset}")[-1] == f"experiments/results/runs/{folder}"
 
 
 def test_reproduce_video_runs_each_family_with_its_schedule():
