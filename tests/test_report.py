@@ -561,6 +561,16 @@ def test_gap_closed_line_ours_and_paper(runs_dir: Path, paper: dict) -> None:
     md = render_markdown(aggregate(_runs(runs_dir), "table1", paper=paper))
     # fixture: single mAP 5, super 50, mprd 30 -> 25 / 45 = 56 %; paper Market: (51.1 - 15.5) / (68.5 - 15.5) = 67 %
     assert "- MPRD closes 56 % of our Single → Super. mAP gap (paper: 67 %)." in md
+    assert "super_knn" not in md and "of the way" not in md  # no ceiling run: no ceiling lines
+
+
+def test_ceiling_lines_place_mprd_between_knn_and_super_knn(runs_dir: Path, paper: dict) -> None:
+    write_run(runs_dir, "super_knn/s0", "super_knn", 0, 60.0, 33.5, artefact="table1")
+    df = aggregate(_runs(runs_dir), "table1", paper=paper)
+    md = render_markdown(df)
+    # super_knn (33.5 - 5) / (50 - 5) = 63 %, no paper number; MPRD (30 - 21.5) / (33.5 - 21.5) = 71 % (knn mean 21.5)
+    assert "- super_knn closes 63 % of our Single → Super. mAP gap." in md
+    assert "- MPRD goes 71 % of the way from KNN to super_knn (the same candidates filtered" in md
 
 
 @pytest.mark.parametrize("preset", ["cpu", "cpu_long"])

@@ -154,7 +154,7 @@ def _ordering(df: pd.DataFrame) -> list[str]:
             tau = kendalltau(both[f"{m}_mean"], both[f"paper_{m}"]).statistic if len(both) >= 3 else math.nan
             tau_text = f" (Kendall τ with ours over these {len(both)} rows: {tau:+.2f})" if not math.isnan(tau) else ""
             lines.append("  - Paper, same rows: " + " > ".join(_cell(d) for d in paper_order) + tau_text)
-    lines += _gap_closed(df)
+    lines += _gap_closed(df) + _gap_closed(df, "super_knn") + _ceiling_share(df)
     return ["## Ordering", ""] + lines + [""] if lines else []
 
 
@@ -172,6 +172,21 @@ def _gap_closed(df: pd.DataFrame, row: str = "mprd") -> list[str]:
     paper_text = f" (paper: {100 * paper:.0f} %)" if not math.isnan(paper) else ""
     name = _cell(by_key.loc[row, "display"])
     return [f"- {name} closes {100 * ours:.0f} % of our Single → Super. mAP gap{paper_text}."]
+
+
+def _ceiling_share(df: pd.DataFrame, row: str = "mprd", floor: str = "knn", ceiling: str = "super_knn") -> list[str]:
+    """MPRD's place between KNN (keeps all k candidates) and super_knn (keeps exactly the right ones): every rule
+    that filters the memory's k-NN, Eq. 7 included, lies below that ceiling (docs/dynamics.md)."""
+    by_key = df.set_index("key")
+    keys = [row, floor, ceiling]
+    if not set(keys) <= set(by_key.index) or not (by_key.loc[keys, "n"] > 0).all():
+        return []
+    x, lo, hi = (by_key.loc[k, "mAP_mean"] for k in keys)
+    if hi == lo:
+        return []
+    names = [_cell(by_key.loc[k, "display"]) for k in keys]
+    return [f"- {names[0]} goes {100 * (x - lo) / (hi - lo):.0f} % of the way from {names[1]} to {names[2]} "
+            f"(the same candidates filtered with the identity labels) in mAP."]
 
 
 def _shape(df: pd.DataFrame) -> list[str]:
