@@ -262,3 +262,16 @@ def test_cpu_long_is_cpu_with_a_longer_schedule(tmp_path):
         # MLCR's warm-up is schedule too
         assert cfg["recipe"]["mlcr"].pop("warmup_epochs") == (1 if cfg is short else 2)
     assert short == long
+
+
+@pytest.mark.slow
+def test_super_knn_ceiling_row_trains_on_exact_labels_within_the_knn(tmp_path):
+    """The ceiling row (docs/dynamics.md): its pseudo positives are all true (precision 1) but, limited to the
+    memory's k-NN, find only part of each identity (recall < 1)."""
+    from mprd.train import run
+
+    cfg = compose_cfg(tmp_path, "experiment=table1/super_knn", "max_epochs=1", "eval_every=1")
+    record = run(cfg, tmp_path / "run")
+    log = record["train_log"]
+    assert record["row"] == "super_knn" and record["uses"][0] == "identity labels (within the 8-NN)"
+    assert log["labels/pair_precision"] == pytest.approx(1.0) and 0 < log["labels/pair_recall"] < 1
