@@ -96,6 +96,7 @@ SWEEP_K_VALUES ?= $(call registry,values sweep-k method.neighbors.min_k)
 SWEEP_K_THRESHOLDS ?= $(call registry,values sweep-k method.neighbors.threshold)
 SWEEP_DELTA_VALUES ?= $(call registry,values sweep-delta method.loss.delta)
 SWEEP_META_IDS ?= $(call registry,values sweep-meta-ids method.meta.num_ids)
+CEILING_K ?= $(call registry,values sweep-ceiling method.generator.k)
 
 # The run ledger (src/mprd/report/ledger.py): after each report, the metrics.json of its runs are copied into
 # experiments/results/ledger/ (tracked by git); `make restore-runs` copies them back into runs/ on a fresh clone,
@@ -103,11 +104,12 @@ SWEEP_META_IDS ?= $(call registry,values sweep-meta-ids method.meta.num_ids)
 LEDGER_ARGS = --runs $(RESULTS)/runs --ledger $(RESULTS)/ledger
 archive = $(BIN)/python -m mprd.report.ledger archive $(LEDGER_ARGS) $(1)
 
-# $(1) artefact, $(2) experiment list, $(3) run sub-folder pattern, $(4) extra overrides
+# $(1) artefact, $(2) experiment list, $(3) run sub-folder pattern, $(4) extra overrides, $(5) more runs folders
+# for the report only
 define multirun
 	$(TRAIN) --multirun seed=$(SEED_LIST) experiment=$(2) $(call COMMON,$(1)) artefact=$(1) \
 		hydra.sweep.dir=$(call RUNS,$(1)) 'hydra.sweep.subdir=$(3)' $(4)
-	$(BIN)/python -m mprd.report $(1) --runs $(call RUNS,$(1)) --dataset $(DATASET) --preset $(PRESET) --out $(OUT) $(if $(WANDB),--wandb)
+	$(BIN)/python -m mprd.report $(1) --runs $(call RUNS,$(1)) $(5) --dataset $(DATASET) --preset $(PRESET) --out $(OUT) $(if $(WANDB),--wandb)
 	$(call archive,$(call RUNS,$(1)))
 endef
 
@@ -131,6 +133,9 @@ sweep-delta: $(STAMP) ## Sweep the BD loss weight delta (1, 3, 5, 7)
 
 sweep-meta-ids: $(STAMP) ## Sweep the number of meta identities (0, 1, 3, 5, 10, 20)
 	$(call multirun,sweep-meta-ids,sweep,ids$${method.meta.num_ids}-seed$${seed},method.meta.num_ids=$(SWEEP_META_IDS) 'sweep={meta_ids:$${method.meta.num_ids}}')
+
+sweep-ceiling: $(STAMP) ## Our ceiling row super_knn (identity labels within the memory's k-NN) for k = 8, 16, 32
+	$(call multirun,sweep-ceiling,table1/super_knn,k$${method.generator.k}-seed$${seed},method.generator.k=$(CEILING_K) 'sweep={k:$${method.generator.k}}',$(call RUNS,table1))
 
 archive-runs: $(STAMP) ## Copy every run's metrics.json from runs/ into the tracked ledger (experiments/results/ledger/)
 	$(call archive,)
@@ -255,4 +260,4 @@ reproduce-video: $(STAMP) ## Video rows: SSLR, UGA intra and full, Super on trac
 	$(call archive,$(call RUNS,video))
 
 .PHONY: help install lint test test-all synthetic smoke train report archive-runs restore-runs reproduce-table1 reproduce-sslr reproduce-uga reproduce-table3 reproduce-table2 reproduce-fig4 reproduce-video \
-	sweep-mu sweep-k sweep-delta sweep-meta-ids
+	sweep-mu sweep-k sweep-delta sweep-meta-ids sweep-ceiling

@@ -585,3 +585,19 @@ def test_honest_note_states_the_epochs_of_the_cpu_preset_it_used(preset):
     df.attrs.update(dataset="synthetic", dataset_names={}, reference_dataset="market1501", presets=[preset])
     note = report.honest_note(df)
     assert f"The `{preset}` preset is {epochs} epochs" in note and note.count("preset is") == 1
+
+
+def test_ceiling_sweep_takes_table1_super_knn_as_its_k8_point_and_ignores_other_rows(tmp_path: Path, paper) -> None:
+    """`make sweep-ceiling CEILING_K=16,32` reports over its own folder and Table 1's: Table 1's super_knn runs
+    (no sweep) are the k = 8 point, its other rows only anchor the Δ columns."""
+    sweep, table1 = tmp_path / "sweep-ceiling", tmp_path / "table1"
+    for k, seed, m in ((16, 0, 17.0), (16, 1, 19.0), (32, 0, 20.0)):
+        write_run(sweep, f"k{k}-seed{seed}", "super_knn", seed, 30.0, m, artefact="sweep-ceiling", sweep={"k": k})
+    write_run(table1, "super_knn-seed0", "super_knn", 0, 30.0, 15.0, artefact="table1")
+    write_run(table1, "single-seed0", "single", 0, 20.0, 10.0, artefact="table1")
+    write_run(table1, "super-seed0", "super", 0, 50.0, 40.0, artefact="table1")
+    write_run(table1, "mprd-seed0", "mprd", 0, 25.0, 12.0, artefact="table1")
+    df = aggregate(collect_runs(sweep) + collect_runs(table1), "sweep-ceiling", paper=paper)
+    assert list(zip(df["key"], df["x"], df["n"], df["mAP_mean"], strict=True)) == [
+        ("super_knn", 8, 1, 15.0), ("super_knn", 16, 2, 18.0), ("super_knn", 32, 1, 20.0)]
+    assert df["d_single_mAP"].tolist() == pytest.approx([5.0, 8.0, 10.0])  # against Single's 10

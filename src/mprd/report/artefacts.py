@@ -77,6 +77,9 @@ _MPRD_SWEEPS = (
              grid={"method.loss.delta": ("1", "3", "5", "7")}),
     Artefact("sweep-meta-ids", "Sweep of the number of meta identities", "sweep", ("sweep",),
              grid={"method.meta.num_ids": ("0", "1", "3", "5", "10", "20")}),
+    # ours, not the paper's: the best any rule that filters the memory's k-NN (KNN, MPLP*, Eq. 7) could do
+    Artefact("sweep-ceiling", "Ceiling of a neighbour filter: identity labels within the memory's k-NN (ours)",
+             "sweep", ("table1/super_knn",), grid={"method.generator.k": ("8", "16", "32")}),
 )
 _SSLR_SWEEPS = (  # SSLR Fig. 4(b)-(f): one multirun of experiment sslr/sweep per parameter
     Artefact("sweep-sslr-lam", "SSLR Figure 4(b): own-class weight λ of the softened target (Eq. 3)", "sweep",
