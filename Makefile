@@ -97,6 +97,8 @@ SWEEP_K_THRESHOLDS ?= $(call registry,values sweep-k method.neighbors.threshold)
 SWEEP_DELTA_VALUES ?= $(call registry,values sweep-delta method.loss.delta)
 SWEEP_META_IDS ?= $(call registry,values sweep-meta-ids method.meta.num_ids)
 CEILING_K ?= $(call registry,values sweep-ceiling method.generator.k)
+KMAX_VALUES ?= $(call registry,values sweep-kmax recipe.k_max)
+KMAX_MU_VALUES ?= $(call registry,values sweep-kmax method.mu)
 
 # The run ledger (src/mprd/report/ledger.py): after each report, the metrics.json of its runs are copied into
 # experiments/results/ledger/ (tracked by git); `make restore-runs` copies them back into runs/ on a fresh clone,
@@ -136,6 +138,9 @@ sweep-meta-ids: $(STAMP) ## Sweep the number of meta identities (0, 1, 3, 5, 10,
 
 sweep-ceiling: $(STAMP) ## Our ceiling row super_knn (identity labels within the memory's k-NN) for k = 8, 16, 32
 	$(call multirun,sweep-ceiling,table1/super_knn,k$${method.generator.k}-seed$${seed},method.generator.k=$(CEILING_K) 'sweep={k:$${method.generator.k}}',$(call RUNS,table1))
+
+sweep-kmax: $(STAMP) ## MPRD with a wider candidate list: k_max (16, 32) x mu (0.5, 0.7, 0.9); Table 1's MPRD is k_max 8, mu 0.5
+	$(call multirun,sweep-kmax,sweep,kmax$${recipe.k_max}-mu$${method.mu}-seed$${seed},recipe.k_max=$(KMAX_VALUES) method.mu=$(KMAX_MU_VALUES) 'sweep={k_max:$${recipe.k_max}$(comma)mu:$${method.mu}}',$(call RUNS,table1))
 
 archive-runs: $(STAMP) ## Copy every run's metrics.json from runs/ into the tracked ledger (experiments/results/ledger/)
 	$(call archive,)
@@ -260,4 +265,4 @@ reproduce-video: $(STAMP) ## Video rows: SSLR, UGA intra and full, Super on trac
 	$(call archive,$(call RUNS,video))
 
 .PHONY: help install lint test test-all synthetic smoke train report archive-runs restore-runs reproduce-table1 reproduce-sslr reproduce-uga reproduce-table3 reproduce-table2 reproduce-fig4 reproduce-video \
-	sweep-mu sweep-k sweep-delta sweep-meta-ids sweep-ceiling
+	sweep-mu sweep-k sweep-delta sweep-meta-ids sweep-ceiling sweep-kmax

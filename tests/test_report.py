@@ -601,3 +601,20 @@ def test_ceiling_sweep_takes_table1_super_knn_as_its_k8_point_and_ignores_other_
     assert list(zip(df["key"], df["x"], df["n"], df["mAP_mean"], strict=True)) == [
         ("super_knn", 8, 1, 15.0), ("super_knn", 16, 2, 18.0), ("super_knn", 32, 1, 20.0)]
     assert df["d_single_mAP"].tolist() == pytest.approx([5.0, 8.0, 10.0])  # against Single's 10
+
+
+def test_kmax_sweep_splits_rows_by_k_max_and_takes_table1_mprd_as_the_k8_mu05_point(tmp_path: Path, paper) -> None:
+    """`make sweep-kmax` writes sweep={k_max, mu}: x = μ, one curve per k_max; Table 1's MPRD runs (no sweep) are
+    the `k_max=8` curve's μ = 0.5 point (the default's variant), and no other Table 1 row becomes a point."""
+    sweep, table1 = tmp_path / "sweep-kmax", tmp_path / "table1"
+    for k, mu, m in ((16, 0.5, 11.0), (16, 0.7, 13.0), (32, 0.9, 14.0)):
+        write_run(sweep, f"kmax{k}-mu{mu}-seed0", "mprd", 0, 30.0, m, artefact="sweep-kmax",
+                  sweep={"k_max": k, "mu": mu})
+    write_run(table1, "mprd-seed0", "mprd", 0, 25.0, 12.0, artefact="table1")
+    write_run(table1, "mprd-seed1", "mprd", 1, 27.0, 10.0, artefact="table1")
+    write_run(table1, "knn-seed0", "knn", 0, 20.0, 9.0, artefact="table1")
+    df = aggregate(collect_runs(sweep) + collect_runs(table1), "sweep-kmax", paper=paper)
+    assert list(zip(df["key"], df["x"], df["n"], df["mAP_mean"], strict=True)) == [
+        ("mprd[k_max=16]", 0.5, 1, 11.0), ("mprd[k_max=16]", 0.7, 1, 13.0), ("mprd[k_max=32]", 0.9, 1, 14.0),
+        ("mprd[k_max=8]", 0.5, 2, 11.0)]
+    assert any("k_max=8" in info for info in df.attrs["notes"])

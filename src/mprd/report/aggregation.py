@@ -237,12 +237,13 @@ def _aggregate_sweep(runs: list[dict], artefact: str, dataset: str, paper: dict[
     default = spec.get("default")
     if default:  # e.g. Table-1 MPRD runs are Figure 4's mu = 0.5 point (OVERVIEW §3)
         row, x = default["row"], default["x"]
-        swept_rows = {k for k, _ in points}
-        if row in swept_rows and (row, x) not in points:
+        key = row + (f"[{default['variant']}]" if default.get("variant") else "")  # the other swept keys' defaults
+        swept_rows = {k.split("[")[0] for k, _ in points}
+        if row in swept_rows and (key, x) not in points:
             plain = [r for r in runs if r["row"] == row and not r["sweep"]]
             if plain:
-                points[(row, x)] = plain
-                infos.append(f"{param} = {x} point of {row}: its {len(plain)} run(s) without a sweep (the default)")
+                points[(key, x)] = plain
+                infos.append(f"{param} = {x} point of {key}: its {len(plain)} run(s) without a sweep (the default)")
     refs = spec.get("reference_points", [])
     ref = reference_dataset(paper, _table_datasets(refs), dataset) if refs else None
     records = []

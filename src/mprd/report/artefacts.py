@@ -80,6 +80,9 @@ _MPRD_SWEEPS = (
     # ours, not the paper's: the best any rule that filters the memory's k-NN (KNN, MPLP*, Eq. 7) could do
     Artefact("sweep-ceiling", "Ceiling of a neighbour filter: identity labels within the memory's k-NN (ours)",
              "sweep", ("table1/super_knn",), grid={"method.generator.k": ("8", "16", "32")}),
+    # ours: does Eq. 7 use a wider candidate list (the ceiling rises with k) when μ is raised with it?
+    Artefact("sweep-kmax", "MPRD's candidate cap k_max with μ (ours)", "sweep", ("sweep",),
+             grid={"recipe.k_max": ("16", "32"), "method.mu": ("0.5", "0.7", "0.9")}),
 )
 _SSLR_SWEEPS = (  # SSLR Fig. 4(b)-(f): one multirun of experiment sslr/sweep per parameter
     Artefact("sweep-sslr-lam", "SSLR Figure 4(b): own-class weight λ of the softened target (Eq. 3)", "sweep",
