@@ -473,6 +473,21 @@ def test_milestones_are_fractions_of_a_stage():
     assert milestone_epochs([0.5], 1) == [1]  # never before the stage's first epoch ends
 
 
+def test_network_lr_scale_applies_to_the_network_group_in_every_stage_and_milestone():
+    module = make_module(max_epochs=4, optim={"network_lr_scale": 0.1})
+    opt1, opt2 = module.configure_optimizers()
+    for opt in (opt1, opt2):
+        lrs = {g["name"]: g["lr"] for g in opt.param_groups}
+        assert lrs == pytest.approx({"network": 3.5e-5, "classifier": 3.5e-4})
+    module._stage_optimizer = lambda: opt1  # no trainer here
+    module.log = lambda *args, **kwargs: None
+    module._set_learning_rates(1)  # stage 1 = epochs 0-1; milestones [0.5, 0.75] x 2 = epochs 1, 2: one drop
+    assert {g["name"]: g["lr"] for g in opt1.param_groups} == pytest.approx({"network": 3.5e-6, "classifier": 3.5e-5})
+    assert UGAConfig.from_method({}).optim.network_lr_scale == 1.0  # the paper: one lr for everything
+    with pytest.raises(ValueError, match="method.optim.network_lr_scale"):
+        UGAConfig.from_method({"optim": {"network_lr_scale": 0.0}})
+
+
 def test_config_validation_and_stage_lengths():
     assert UGAConfig.from_method({}).stage_epochs(160) == (80, 80)
     assert UGAConfig.from_method({"stages": {"inter": False}}).stage_epochs(160) == (80, 0)

@@ -69,6 +69,8 @@ class VideoConfig:
 class OptimConfig:
     name: str = "adam"
     lr: float = 3.5e-4
+    # the network's (backbone and embedding block) lr = lr x this; the classifier keeps lr. 1 = the paper (one lr)
+    network_lr_scale: float = 1.0
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 5e-4  # network (backbone and embedding block)
     classifier_weight_decay: float = 5e-4  # stage-1 classifier weights
@@ -123,6 +125,7 @@ class UGAConfig:
             (min(o.weight_decay, o.classifier_weight_decay, o.centre_weight_decay) >= 0,
              "method.optim: weight decays must be >= 0"),
             (o.lr > 0 and 0 < o.gamma <= 1, f"method.optim: need lr > 0 and 0 < gamma <= 1, got {o.lr}, {o.gamma}"),
+            (o.network_lr_scale > 0, f"method.optim.network_lr_scale={o.network_lr_scale}: expected > 0"),
             (all(0 < f <= 1 for f in o.milestones),
              f"method.optim.milestones={list(o.milestones)}: expected fractions of a stage's length in (0, 1]"),
             (0.0 <= nz.duplication <= 1.0,

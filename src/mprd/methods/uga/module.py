@@ -145,7 +145,7 @@ class UGAModule(QueryGalleryEvaluation):
         passed = sum(epoch - start >= m for m in milestone_epochs(o.milestones, length))
         lr = o.lr * o.gamma**passed
         for group in self._stage_optimizer().param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * (o.network_lr_scale if group.get("name") == "network" else 1.0)
         self.log("lr/stage", lr, on_epoch=True, on_step=False)
 
     # --------------------------------------------------------------------------------------- training
@@ -201,6 +201,7 @@ class UGAModule(QueryGalleryEvaluation):
                 {"name": "network", "params": list(self.backbone.parameters()), "weight_decay": o.weight_decay},
                 {"name": "classifier", "params": [self.classifier], "weight_decay": classifier_decay},
             ]
+            groups[0]["lr"] = o.lr * o.network_lr_scale
             return torch.optim.Adam(groups, lr=o.lr, betas=tuple(o.betas))
 
         return [adam(o.classifier_weight_decay), adam(o.centre_weight_decay)]
