@@ -249,6 +249,19 @@ def test_one_recipe_caps_every_threshold_rule_and_clips_only_on_cpu(tmp_path, pr
     assert literal.method.generator.max_k is None
 
 
+@pytest.mark.parametrize(("preset", "scale"), [("cpu", 0.3), ("cpu_real", 0.3), ("cpu_long", 0.3),
+                                               ("paper", 1.0), ("paper_uga", 1.0)])
+def test_uga_network_lr_scale_follows_the_preset_recipe(tmp_path, preset, scale):
+    """UGA's network lr is 0.3 x its classifier's on the frozen-BN CPU presets, where Adam at 3.5e-4 kills Lite0's
+    pool-5 units (docs/dynamics.md, "UGA's network lr"); the paper presets keep UGA's single lr."""
+    from mprd.methods.uga.config import UGAConfig
+
+    for row in ("uga/uga", "uga/intra", "video/uga"):
+        cfg = compose_cfg(tmp_path, f"experiment={row}", f"preset={preset}")
+        method = OmegaConf.to_container(cfg.method, resolve=True)
+        assert UGAConfig.from_method(method).optim.network_lr_scale == scale
+
+
 def test_cpu_long_is_cpu_with_a_longer_schedule(tmp_path):
     """preset=cpu_long changes the schedule only (epochs, lr step, SSLR's split), so its curves extend cpu's."""
     short = OmegaConf.to_container(compose_cfg(tmp_path, "experiment=table1/mprd", "preset=cpu"), resolve=True)
