@@ -1,10 +1,10 @@
 """UGA stage 1 on a dataset, watched every few steps: does intra-camera training keep or destroy the features?
 
-A diagnostic (identities are read only to score). It builds the run exactly as `python -m mprd.train` does from
-the same overrides, trains stage 1 for `--epochs` epochs of at most `--steps` batches, and every `--every` steps extracts a fixed subset of
-training images (test transform, eval mode) and prints: the intra loss, the 8-NN precision of the pool-5 and of
-the embedded features (overall and cross-camera, hidden identities), and the health of Lite0's ReLU6 pool-5
-units (share near 0, share near the ceiling 6, mean per-unit std).
+A diagnostic (identities are read only to score). It builds the run exactly as `python -m mprd.train` does
+from the same overrides, trains stage 1 for `--epochs` epochs of at most `--steps` batches, and every `--every`
+steps extracts a fixed subset of training images (test transform, eval mode) and prints: the intra loss, the
+8-NN precision of the pool-5 and of the embedded features (overall and cross-camera, hidden identities), and the
+health of Lite0's ReLU6 pool-5 units (share near 0, share near the ceiling 6, mean per-unit std).
 
     python benchmarks/uga_stage1_probe.py --steps 200 -- experiment=uga/intra dataset=cuhk03np \\
         dataset.root=../shared/data/cuhk03-np-detected preset=cpu_real seed=0 [more overrides]
@@ -74,7 +74,8 @@ class Probe(L.Callback):
         cells = [f"step {step:4d}", f"loss {sum(self.losses) / max(len(self.losses), 1):.3f}"]
         for name, f in (("pool5", pool), ("embed", emb)):
             p = self.precision(F.normalize(f, dim=1), self.pids, self.cams, k=8)
-            cells.append(f"{name} 8-NN {p['overall']:.3f} x-cam {p['cross-camera']:.3f} (share {p['cross-camera share']:.2f})")
+            cells.append(f"{name} 8-NN {p['overall']:.3f} x-cam {p['cross-camera']:.3f} "
+                         f"(share {p['cross-camera share']:.2f})")
         cells.append(f"pool5 ~0 {float((pool < 1e-3).float().mean()):.2f} ~6 {float((pool > 5.99).float().mean()):.2f} "
                      f"unit std {float(pool.std(0).mean()):.3f}")
         cells.append(f"{time.time() - self.t0:.0f}s")
@@ -111,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = compose("train", overrides=args.overrides)
     L.seed_everything(cfg.seed, workers=True)
     backbone = build_backbone(cfg.backbone.name, pretrained=str(cfg.backbone.pretrained),
-                              test_feature=cfg.backbone.test_feature, freeze_bn=bool(cfg.backbone.get("freeze_bn", False)))
+                              test_feature=cfg.backbone.test_feature,
+                              freeze_bn=bool(cfg.backbone.get("freeze_bn", False)))
     datamodule = build_datamodule(cfg, backbone.mean, backbone.std)
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -121,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     pids = torch.tensor([r.pid for r in datamodule.data.train])
     probe = Probe(datamodule, subset(pids, args.images), args.every)
     print("overrides:", " ".join(args.overrides), "| optim:", OmegaConf.to_container(cfg.method.optim), flush=True)
-    trainer = L.Trainer(max_epochs=args.epochs, limit_train_batches=args.steps, limit_val_batches=0, num_sanity_val_steps=0,
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False, callbacks=[probe],
+    trainer = L.Trainer(max_epochs=args.epochs, limit_train_batches=args.steps, limit_val_batches=0,
+                        num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False, callbacks=[probe],
                         accelerator="cpu", devices=1)
     trainer.fit(module, datamodule=datamodule)
     return 0
