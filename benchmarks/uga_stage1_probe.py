@@ -124,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     probe = Probe(datamodule, subset(pids, args.images), args.every)
     print("overrides:", " ".join(args.overrides), "| optim:", OmegaConf.to_container(cfg.method.optim), flush=True)
     trainer = L.Trainer(max_epochs=args.epochs, limit_train_batches=args.steps, limit_val_batches=0,
-                        num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False, callbacks=[probe],
-                        accelerator="cpu", devices=1)
+                        num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, callbacks=[probe], accelerator="cpu", devices=1)
     trainer.fit(module, datamodule=datamodule)
     return 0
 
