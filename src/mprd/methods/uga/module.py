@@ -198,10 +198,10 @@ class UGAModule(QueryGalleryEvaluation):
 
         def adam(classifier_decay: float) -> torch.optim.Optimizer:
             groups = [
-                {"name": "network", "params": list(self.backbone.parameters()), "weight_decay": o.weight_decay},
+                {"name": "network", "params": list(self.backbone.parameters()), "weight_decay": o.weight_decay,
+                 "lr": o.lr * o.network_lr_scale},
                 {"name": "classifier", "params": [self.classifier], "weight_decay": classifier_decay},
             ]
-            groups[0]["lr"] = o.lr * o.network_lr_scale
             return torch.optim.Adam(groups, lr=o.lr, betas=tuple(o.betas))
 
         return [adam(o.classifier_weight_decay), adam(o.centre_weight_decay)]
