@@ -131,10 +131,10 @@ sweep-k: $(STAMP) ## Sweep min k (4, 8, 16) and the similarity rule (0.5, 0.6, 0
 	$(call multirun,sweep-k,sweep,k$${method.neighbors.min_k}-t$${method.neighbors.threshold}-seed$${seed},method.neighbors.min_k=$(SWEEP_K_VALUES) method.neighbors.threshold=$(SWEEP_K_THRESHOLDS) 'sweep={min_k:$${method.neighbors.min_k}$(comma)threshold:$${method.neighbors.threshold}}')
 
 sweep-delta: $(STAMP) ## Sweep the BD loss weight delta (1, 3, 5, 7)
-	$(call multirun,sweep-delta,sweep,delta$${method.loss.delta}-seed$${seed},method.loss.delta=$(SWEEP_DELTA_VALUES) 'sweep={delta:$${method.loss.delta}}')
+	$(call multirun,sweep-delta,sweep,delta$${method.loss.delta}-seed$${seed},method.loss.delta=$(SWEEP_DELTA_VALUES) 'sweep={delta:$${method.loss.delta}}',$(call RUNS,table1))
 
 sweep-meta-ids: $(STAMP) ## Sweep the number of meta identities (0, 1, 3, 5, 10, 20)
-	$(call multirun,sweep-meta-ids,sweep,ids$${method.meta.num_ids}-seed$${seed},method.meta.num_ids=$(SWEEP_META_IDS) 'sweep={meta_ids:$${method.meta.num_ids}}')
+	$(call multirun,sweep-meta-ids,sweep,ids$${method.meta.num_ids}-seed$${seed},method.meta.num_ids=$(SWEEP_META_IDS) 'sweep={meta_ids:$${method.meta.num_ids}}',$(call RUNS,table1))
 
 sweep-ceiling: $(STAMP) ## Our ceiling row super_knn (identity labels within the memory's k-NN) for k = 8, 16, 32
 	$(call multirun,sweep-ceiling,table1/super_knn,k$${method.generator.k}-seed$${seed},method.generator.k=$(CEILING_K) 'sweep={k:$${method.generator.k}}',$(call RUNS,table1))

@@ -618,3 +618,22 @@ def test_kmax_sweep_splits_rows_by_k_max_and_takes_table1_mprd_as_the_k8_mu05_po
         ("mprd[k_max=16]", 0.5, 1, 11.0), ("mprd[k_max=16]", 0.7, 1, 13.0), ("mprd[k_max=32]", 0.9, 1, 14.0),
         ("mprd[k_max=8]", 0.5, 2, 11.0)]
     assert any("k_max=8" in info for info in df.attrs["notes"])
+
+
+@pytest.mark.parametrize(("artefact", "key", "values"), [("sweep-delta", "delta", (1, 3, 7)),
+                                                        ("sweep-meta-ids", "meta_ids", (0, 10))])
+def test_delta_and_meta_id_sweeps_take_table1_mprd_as_their_x5_point(tmp_path: Path, paper, artefact: str, key: str,
+                                                                     values: tuple[int, ...]) -> None:
+    """`make sweep-delta` / `sweep-meta-ids` read Table 1's runs too: its MPRD runs (δ = 5, 5 meta identities, no
+    sweep dict) fill the x = 5 point between the swept values; Table 1's other rows are no points."""
+    sweep, table1 = tmp_path / artefact, tmp_path / "table1"
+    for i, x in enumerate(values):
+        write_run(sweep, f"x{x}-seed0", "mprd", 0, 20.0 + i, 10.0 + i, artefact=artefact, sweep={key: x})
+    write_run(table1, "mprd-seed0", "mprd", 0, 25.0, 12.0, artefact="table1")
+    write_run(table1, "mprd-seed1", "mprd", 1, 27.0, 14.0, artefact="table1")
+    write_run(table1, "single-seed0", "single", 0, 10.0, 5.0, artefact="table1")
+    df = aggregate(collect_runs(sweep) + collect_runs(table1), artefact, paper=paper)
+    assert sorted(df["x"]) == sorted((*values, 5)) and set(df["key"]) == {"mprd"}
+    five = df.set_index("x").loc[5]
+    assert five["n"] == 2 and five["mAP_mean"] == pytest.approx(13.0) and five["paper_mAP"] == 51.1
+    assert five["d_single_mAP"] == pytest.approx(8.0)  # the anchor is Table 1's Single
