@@ -75,6 +75,8 @@ def fake_checkpoint(path: Path, epoch: int) -> Path:
         ("method=uga method.cvg.threshold=1.2", "method.cvg.threshold=1.2: expected a number in [-1, 1]"),
         ("method=sslr method.soft.lam=nan", "method.soft.lam=nan: expected a number in [0, 1]"),
         ("max_epochs=2 debug.stop_after_epochs=3", "debug.stop_after_epochs=3: expected at most max_epochs=2"),
+        ("method=mprd preset=cpu method.neighbors.min_k=16",
+         "method.neighbors.min_k=16: expected at most method.neighbors.k_max=8"),
     ],
 )
 def test_bad_settings_fail_before_anything_is_written(tmp_path, override, message):

@@ -150,7 +150,19 @@ def settings_problems(cfg: DictConfig) -> list[str]:
     max_epochs = OmegaConf.select(cfg, "max_epochs", default=None)
     if _is_number(stop) and _is_number(max_epochs) and stop > max_epochs:
         problems.append(f"debug.stop_after_epochs={stop}: expected at most max_epochs={max_epochs}")
+    problems += _min_k_problems(cfg)
     return problems
+
+
+def _min_k_problems(cfg: DictConfig) -> list[str]:
+    """MPRD's k_i = max(min_k, #{cos > t}) is capped at k_max: a min_k above the cap would silently run as k_max."""
+    min_k = OmegaConf.select(cfg, "method.neighbors.min_k", default=None)
+    k_max = OmegaConf.select(cfg, "method.neighbors.k_max", default=None)
+    if _is_number(min_k) and _is_number(k_max) and min_k > k_max:
+        return [f"method.neighbors.min_k={min_k}: expected at most method.neighbors.k_max={k_max} (the cap, "
+                f"recipe.k_max of this preset; every k_i would be {k_max}): raise recipe.k_max or lower min_k "
+                f"(on the CPU presets the cap is the candidate count: `make sweep-kmax` sweeps it)"]
+    return []
 
 
 def validate_settings(cfg: DictConfig) -> None:
