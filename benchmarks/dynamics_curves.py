@@ -28,7 +28,8 @@ def read_curves(folder: Path) -> dict[str, dict[float, float]]:
     """{key: {epochs trained: value}}. Eval rows of Lightning epoch e describe e + 1 epochs of training;
     label and diagnostic rows logged at the start of epoch e describe e epochs."""
     curves: dict[str, dict[float, float]] = {}
-    for row in csv.DictReader(open(folder / "csv" / "metrics.csv")):
+    log = folder / "csv" / "metrics.csv"  # absent for a run restored from the ledger (metrics.json only)
+    for row in csv.DictReader(open(log)) if log.is_file() else ():
         if not row.get("epoch"):
             continue
         epoch = int(row["epoch"])
@@ -37,6 +38,10 @@ def read_curves(folder: Path) -> dict[str, dict[float, float]]:
                 continue
             x = epoch + 1 if key.startswith("eval/") else epoch
             curves.setdefault(key, {})[x] = float(value)
+    # Single's P_i = {i}: precision 1 at recall 0 says nothing, so it is left out of the precision panel
+    recall = curves.get("labels/pair_recall", {})
+    for x in [x for x, r in recall.items() if r == 0]:
+        curves.get("labels/pair_precision", {}).pop(x, None)
     metrics = folder / "metrics.json"
     if metrics.is_file():
         rec = json.loads(metrics.read_text())
@@ -51,7 +56,7 @@ def read_curves(folder: Path) -> dict[str, dict[float, float]]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", nargs="+", help="label=run_folder (the last = splits)")
+    p.add_argument("runs", nargs="+", help="label=run_folder; labels 'row:seed' share the row's colour")
     p.add_argument("--out", required=True)
     p.add_argument("--title", default="")
     args = p.parse_args(argv)
@@ -61,17 +66,20 @@ def main(argv: list[str] | None = None) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(PANELS), figsize=(4.2 * len(PANELS), 3.4))
+    group_colours: dict[str, str] = {}  # "knn:seed1" and "knn:seed2" share knn's colour and legend entry
     for spec in args.runs:
         label, folder = spec.rsplit("=", 1)
         curves = read_curves(Path(folder))
-        color = None
+        group = label.split(":", 1)[0]
+        color = group_colours.get(group)
+        label = label if ":" not in label else (None if color else group)
         for ax, (title, keys) in zip(axes, PANELS, strict=True):
             for key, style in keys:
                 points = sorted((x, y) for x, y in curves.get(key, {}).items() if not math.isnan(y))
                 if points:
                     line = ax.plot(*zip(*points, strict=True), style, marker="o", ms=3, color=color,
                                    label=label if style == "-" else None)[0]
-                    color = line.get_color()
+                    color = group_colours.setdefault(group, line.get_color())
             ax.set_title(title, fontsize=9)
             ax.set_xlabel("epochs trained")
     axes[0].legend(fontsize=7)
