@@ -193,8 +193,11 @@ sweep-sslr-parts: $(STAMP) ## SSLR Fig. 4(f): number of parts p of Eq. 5 (SSLR_P
 
 .PHONY: sweep-sslr-lam sweep-sslr-k sweep-sslr-lambda-c sweep-sslr-lambda-p sweep-sslr-parts
 
-reproduce-uga: $(STAMP) ## UGA rows uga_intra, uga_noself, uga (UGA_ROWS=...; intra-camera labels; its Tables 4-5) + report
-	$(TRAIN) --multirun seed=$(SEED_LIST) experiment=$(addprefix uga/,$(subst $(comma),$(comma)uga/,$(UGA_ROWS))) \
+# UGA_ROWS takes experiment names (intra) or the rows they write (uga_intra)
+UGA_EXPERIMENTS = $(subst $(space),$(comma),$(patsubst uga_%,%,$(subst $(comma), ,$(UGA_ROWS))))
+
+reproduce-uga: $(STAMP) ## UGA rows uga_intra, uga_noself, uga (UGA_ROWS=intra,noself,uga; intra-camera labels; its Tables 4-5) + report
+	$(TRAIN) --multirun seed=$(SEED_LIST) experiment=$(addprefix uga/,$(subst $(comma),$(comma)uga/,$(UGA_EXPERIMENTS))) \
 		$(call COMMON,uga) hydra.sweep.dir=$(call RUNS,uga) 'hydra.sweep.subdir=$${row}-seed$${seed}'
 	$(BIN)/python -m mprd.report baselines --runs $(BASELINE_RUNS) --dataset $(DATASET) --preset $(PRESET) --out $(OUT)
 	$(call archive,$(BASELINE_RUNS))

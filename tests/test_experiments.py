@@ -173,8 +173,9 @@ SSLR_SWEEPS = {  # make target = report artefact (SSLR Fig. 4(b)-(f)) -> (sweep 
 }
 
 
-def _make_dry_run(target: str) -> list[str]:
-    """The `mprd.train` argv that `make <target>` would run (make -n; the install stamp counts as fresh)."""
+def _make_dry_run(target: str, *variables: str) -> list[str]:
+    """The `mprd.train` argv that `make <target> [VAR=value ...]` would run (make -n; the install stamp counts as
+    fresh)."""
     import shlex
     import shutil
     import subprocess
@@ -182,8 +183,8 @@ def _make_dry_run(target: str) -> list[str]:
     if shutil.which("make") is None:
         pytest.skip("make not installed")
     root = CONF.parent
-    out = subprocess.run(["make", "-n", "-W", ".venv/.installed", target], cwd=root, capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(["make", "-n", "-W", ".venv/.installed", target, *variables], cwd=root, capture_output=True,
+                         text=True, check=True).stdout.replace("\\\n", " ")  # join continued recipe lines
     (line,) = [ln for ln in out.splitlines() if "-m mprd.train" in ln]
     argv = shlex.split(line)
     return argv[argv.index("mprd.train") + 1 :]
@@ -288,3 +289,13 @@ def test_super_knn_ceiling_row_trains_on_exact_labels_within_the_knn(tmp_path):
     log = record["train_log"]
     assert record["row"] == "super_knn" and record["uses"][0] == "identity labels (within the 8-NN)"
     assert log["labels/pair_precision"] == pytest.approx(1.0) and 0 < log["labels/pair_recall"] < 1
+
+
+def test_reproduce_uga_takes_row_names_or_experiment_names(tmp_path):
+    """UGA_ROWS=uga_intra,noself runs experiments uga/intra and uga/noself, which write rows uga_intra and
+    uga_noself (a user copies row names from the report; the experiments are named without the prefix)."""
+    argv = _make_dry_run("reproduce-uga", "UGA_ROWS=uga_intra,noself", "SEEDS=0")
+    (experiments,) = [a.split("=", 1)[1] for a in argv if a.startswith("experiment=")]
+    assert experiments == "uga/intra,uga/noself"
+    for name, row in (("intra", "uga_intra"), ("noself", "uga_noself")):
+        assert compose_cfg(tmp_path, f"experiment=uga/{name}").row == row
